@@ -1,0 +1,153 @@
+"""Weight-normalised convolutions with EnCodec's padding rules, channels-last ([B, T, C] / [B, H, W, C]).
+
+Weight norm (Salimans & Kingma 2016) reparameterises w = g · v / ‖v‖, the norm taken over every axis but one, as
+`torch.nn.utils.weight_norm(module)` does with its default dim=0: for Conv1d/Conv2d that axis is the output
+channel, for ConvTranspose1d (weight [in, out, k] in PyTorch) it is the *input* channel. We keep that quirk so
+PyTorch EnCodec/SpeechTokenizer weights import exactly. Kernels are stored channels-last: [k, in, out] and
+[kh, kw, in, out]. Initialisation follows PyTorch's default (U(±1/√fan_in) for weight and bias, g = ‖v‖), so an
+untrained model has the same statistics as its PyTorch peer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_CONV1D_DIMS = ("NWC", "WIO", "NWC")
+_CONV2D_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+class WeightNormKernel(nnx.Module):
+    """A kernel that is either plain (`weight`) or weight-normalised (`weight_v`, `weight_g`)."""
+
+    def __init__(self, shape: tuple[int, ...], fan_in: int, norm_axis: int, weight_norm: bool, rngs: nnx.Rngs):
+        v = _uniform(rngs.params(), shape, 1.0 / math.sqrt(fan_in))
+        self.norm_axis = norm_axis % len(shape)
+        self.weight_norm = weight_norm
+        if weight_norm:
+            self.weight_v = nnx.Param(v)
+            self.weight_g = nnx.Param(self._norm(v))
+        else:
+            self.weight = nnx.Param(v)
+
+    def _norm(self, v: jax.Array) -> jax.Array:
+        axes = tuple(a for a in range(v.ndim) if a != self.norm_axis)
+        return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes))
+
+    def __call__(self) -> jax.Array:
+        if not self.weight_norm:
+            return self.weight[...]
+        v = self.weight_v[...]
+        shape = [1] * v.ndim
+        shape[self.norm_axis] = -1
+        return v * (self.weight_g[...] / self._norm(v)).reshape(shape)
+
+
+def pad1d(x_btc: jax.Array, left: int, right: int, mode: str) -> jax.Array:
+    """Pads the time axis; 'reflect' on a signal shorter than the pad first zero-extends it, as EnCodec's pad1d."""
+    if left == 0 and right == 0:
+        return x_btc
+    if mode in ("zero", "constant"):
+        return jnp.pad(x_btc, ((0, 0), (left, right), (0, 0)))
+    length = x_btc.shape[1]
+    extra = 0
+    if mode == "reflect" and length <= max(left, right):
+        extra = max(left, right) - length + 1
+        x_btc = jnp.pad(x_btc, ((0, 0), (0, extra), (0, 0)))
+    jnp_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+    padded = jnp.pad(x_btc, ((0, 0), (left, right), (0, 0)), mode=jnp_mode)
+    return padded[:, : padded.shape[1] - extra]
+
+
+def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
+    """Right padding that makes the last window complete, so no sample is dropped (EnCodec)."""
+    n_frames = (length - kernel_size + padding_total) / stride + 1
+    ideal_length = (math.ceil(n_frames) - 1) * stride + (kernel_size - padding_total)
+    return ideal_length - length
+
+
+class Conv1d(nnx.Module):
+    """EnCodec's SConv1d: pads so the output has ceil(T / stride) frames, causally or centred."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 dilation: int = 1, groups: int = 1, causal: bool = False, pad_mode: str = "reflect",
+                 weight_norm: bool = True, padding: str = "same_encodec", rngs: nnx.Rngs):
+        fan_in = in_channels // groups * kernel_size
+        self.kernel = WeightNormKernel((kernel_size, in_channels // groups, out_channels), fan_in, -1,
+                                       weight_norm, rngs)
+        self.bias = nnx.Param(_uniform(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+        self.kernel_size, self.stride, self.dilation, self.groups = kernel_size, stride, dilation, groups
+        self.causal, self.pad_mode, self.padding = causal, pad_mode, padding
+
+    def __call__(self, x_btc: jax.Array) -> jax.Array:
+        if self.padding == "same_encodec":
+            k_eff = (self.kernel_size - 1) * self.dilation + 1
+            padding_total = k_eff - self.stride
+            extra = extra_padding_for_conv1d(x_btc.shape[1], k_eff, self.stride, padding_total)
+            if self.causal:
+                left, right = padding_total, extra
+            else:
+                right = padding_total // 2
+                left, right = padding_total - right, right + extra
+            x_btc = pad1d(x_btc, left, right, self.pad_mode)
+        else:  # "symmetric": plain PyTorch-style zero padding of (k_eff - 1) // 2 per side (HiFi-GAN)
+            half = ((self.kernel_size - 1) * self.dilation) // 2
+            x_btc = jnp.pad(x_btc, ((0, 0), (half, half), (0, 0)))
+        kernel = self.kernel().astype(x_btc.dtype)
+        y = jax.lax.conv_general_dilated(x_btc, kernel, (self.stride,), "VALID", rhs_dilation=(self.dilation,),
+                                         dimension_numbers=_CONV1D_DIMS, feature_group_count=self.groups)
+        return y + self.bias[...].astype(y.dtype)
+
+
+class ConvTranspose1d(nnx.Module):
+    """EnCodec's SConvTranspose1d: upsamples T → T·stride and trims the kernel overhang (right-only if causal)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 causal: bool = False, trim_right_ratio: float = 1.0, weight_norm: bool = True, rngs: nnx.Rngs):
+        # PyTorch computes the fan-in of a transposed conv from weight.size(1) * k = out_channels * k.
+        fan_in = out_channels * kernel_size
+        # Norm over all axes but the input channel: PyTorch weight_norm(dim=0) on a [in, out, k] weight.
+        self.kernel = WeightNormKernel((kernel_size, in_channels, out_channels), fan_in, 1, weight_norm, rngs)
+        self.bias = nnx.Param(_uniform(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+        self.kernel_size, self.stride = kernel_size, stride
+        self.causal, self.trim_right_ratio = causal, trim_right_ratio
+
+    def __call__(self, x_btc: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.stride
+        # A transposed conv is a correlation of the stride-dilated input with the flipped kernel.
+        kernel = self.kernel()[::-1].astype(x_btc.dtype)
+        y = jax.lax.conv_general_dilated(x_btc, kernel, (1,), [(k - 1, k - 1)], lhs_dilation=(s,),
+                                         dimension_numbers=_CONV1D_DIMS)
+        y = y + self.bias[...].astype(y.dtype)
+        padding_total = k - s
+        if self.causal:
+            right = math.ceil(padding_total * self.trim_right_ratio)
+        else:
+            right = padding_total // 2
+        left = padding_total - right
+        return y[:, left : y.shape[1] - right]
+
+
+class Conv2d(nnx.Module):
+    """A 2-D convolution with explicit (zero) padding, optionally weight-normalised (discriminators)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], *,
+                 stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
+                 padding: tuple[int, int] = (0, 0), weight_norm: bool = True, rngs: nnx.Rngs):
+        fan_in = in_channels * kernel_size[0] * kernel_size[1]
+        self.kernel = WeightNormKernel((*kernel_size, in_channels, out_channels), fan_in, -1, weight_norm, rngs)
+        self.bias = nnx.Param(_uniform(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+        self.stride, self.dilation, self.padding = tuple(stride), tuple(dilation), tuple(padding)
+
+    def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+        pads = [(p, p) for p in self.padding]
+        y = jax.lax.conv_general_dilated(x_bhwc, self.kernel().astype(x_bhwc.dtype), self.stride, pads,
+                                         rhs_dilation=self.dilation, dimension_numbers=_CONV2D_DIMS)
+        return y + self.bias[...].astype(y.dtype)

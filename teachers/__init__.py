@@ -1,0 +1,1 @@
+"""Offline PyTorch teachers (HuBERT, ECAPA-TDNN); the only package here that imports torch."""
