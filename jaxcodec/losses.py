@@ -82,7 +82,7 @@ def discriminator_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[j
     if len(real_logits) != len(fake_logits):
         raise ValueError(f"{len(real_logits)} real vs {len(fake_logits)} fake discriminator outputs")
     terms = []
-    for real, fake in zip(real_logits, fake_logits):
+    for real, fake in zip(real_logits, fake_logits, strict=True):
         real, fake = real.astype(jnp.float32), fake.astype(jnp.float32)
         if kind == "hinge":
             terms.append(jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake)))
@@ -124,11 +124,11 @@ def feature_matching_loss(real_fmaps: Sequence[Sequence[jax.Array]], fake_fmaps:
     if len(real_fmaps) != len(fake_fmaps):
         raise ValueError(f"{len(real_fmaps)} real vs {len(fake_fmaps)} fake discriminator feature lists")
     per_discriminator = []
-    for real_layers, fake_layers in zip(real_fmaps, fake_fmaps):
+    for real_layers, fake_layers in zip(real_fmaps, fake_fmaps, strict=True):
         if len(real_layers) != len(fake_layers) or not real_layers:
             raise ValueError(f"feature map counts differ or are empty: {len(real_layers)} vs {len(fake_layers)}")
         layer_terms = []
-        for real, fake in zip(real_layers, fake_layers):
+        for real, fake in zip(real_layers, fake_layers, strict=True):
             real = jax.lax.stop_gradient(real.astype(jnp.float32))
             distance = jnp.mean(jnp.abs(real - fake.astype(jnp.float32)))
             if relative:

@@ -302,6 +302,12 @@ def _masked_mean(err_bfm: jax.Array, frames_bf: jax.Array | None) -> jax.Array:
     return total / jnp.maximum(jnp.sum(frames_bf) * err_bfm.shape[-1], 1.0)
 
 
+def _paired(spec: MelSpectrogram, x_bn: jax.Array, y_bn: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """spec(x), spec(y) from one call on the stacked batch: half the ops to compile, one larger FFT."""
+    mel_bfm = spec(jnp.concatenate([x_bn, y_bn], axis=0))
+    return mel_bfm[: x_bn.shape[0]], mel_bfm[x_bn.shape[0]:]
+
+
 def multiscale_mel_loss(x_bn: jax.Array, y_bn: jax.Array, form: Literal["encodec", "speechtokenizer"] = "encodec",
                         sample_rate: int = 16_000, mask_bn: jax.Array | None = None) -> jax.Array:
     """Multi-scale mel reconstruction loss between x_bn and y_bn [B, N] (symmetric), a float32 scalar.
@@ -326,7 +332,7 @@ def multiscale_mel_loss(x_bn: jax.Array, y_bn: jax.Array, form: Literal["encodec
         loss = jnp.float32(0.0)
         for spec in encodec_mel_scales(sample_rate):
             frames_bf = None if mask_bn is None else spec.frame_mask(mask_bn)
-            mel_x, mel_y = spec(x_bn), spec(y_bn)
+            mel_x, mel_y = _paired(spec, x_bn, y_bn)
             log_spec = dataclasses.replace(spec, log="log10")
             loss = loss + _masked_mean(jnp.abs(mel_x - mel_y), frames_bf)
             log_err = (log_spec.compress(mel_x) - log_spec.compress(mel_y)) ** 2
@@ -334,8 +340,9 @@ def multiscale_mel_loss(x_bn: jax.Array, y_bn: jax.Array, form: Literal["encodec
         return loss / (len(ENCODEC_SCALE_EXPONENTS) * (1.0 + ENCODEC_MSE_ALPHA))
     if form == "speechtokenizer":
         loss = jnp.float32(0.0)
-        for weight, spec in zip(SPEECHTOKENIZER_SCALE_WEIGHTS, speechtokenizer_mel_scales(sample_rate)):
+        for weight, spec in zip(SPEECHTOKENIZER_SCALE_WEIGHTS, speechtokenizer_mel_scales(sample_rate), strict=True):
             frames_bf = None if mask_bn is None else spec.frame_mask(mask_bn)
-            loss = loss + weight * _masked_mean(jnp.abs(spec(x_bn) - spec(y_bn)), frames_bf)
+            mel_x, mel_y = _paired(spec, x_bn, y_bn)
+            loss = loss + weight * _masked_mean(jnp.abs(mel_x - mel_y), frames_bf)
         return loss
     raise ValueError(f"mel form must be 'encodec' or 'speechtokenizer', got {form!r}")

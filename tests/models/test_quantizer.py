@@ -1,0 +1,236 @@
+"""RVQ: shapes, straight-through gradients, EMA / k-means / dead codes against numpy, sharding invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxcodec.config import RVQConfig
+from jaxcodec.models import quantizer as rvq
+
+DIM = 8
+
+
+def make_rvq(**overrides) -> rvq.ResidualVectorQuantizer:
+    config = RVQConfig(**{"n_q": 4, "codebook_size": 16, "kmeans_iters": 4, **overrides})
+    return rvq.ResidualVectorQuantizer(config, DIM, rngs=nnx.Rngs(0))
+
+
+def latents(b=4, t=25, seed=0):
+    return jax.random.normal(jax.random.key(seed), (b, t, DIM))
+
+
+# ---- numpy references (written from EnCodec's core_vq.py, independently of the JAX code) ----
+
+def np_nearest(x, embed):
+    d = ((x[:, None, :] - embed[None]) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def np_kmeans(samples, weights, means, iters):
+    means = means.copy()
+    bins = np.zeros(len(means))
+    for _ in range(iters):
+        idx = np_nearest(samples, means)
+        bins = np.zeros(len(means))
+        new = np.zeros_like(means)
+        for n, k in enumerate(idx):
+            if weights[n]:
+                bins[k] += 1
+                new[k] += samples[n]
+        for k in range(len(means)):
+            if bins[k] > 0:
+                means[k] = new[k] / bins[k]
+    return means, bins
+
+
+def np_ema(embed, embed_avg, cluster_size, counts, sums, replacements, decay, eps, threshold):
+    k = cluster_size.shape[-1]
+    cs = decay * cluster_size + (1 - decay) * counts
+    ea = decay * embed_avg + (1 - decay) * sums
+    n = cs.sum(-1, keepdims=True)
+    smoothed = (cs + eps) / (n + k * eps) * n
+    e = ea / smoothed[..., None]
+    dead = cs < threshold
+    e[dead] = replacements[dead]
+    ea[dead] = replacements[dead] * threshold
+    cs[dead] = threshold
+    return e, ea, cs, dead
+
+
+def test_shapes_and_code_range():
+    q = make_rvq()
+    out = q(latents())
+    assert out.codes_bqt.shape == (4, 4, 25) and out.codes_bqt.dtype == jnp.int32
+    assert int(out.codes_bqt.min()) >= 0 and int(out.codes_bqt.max()) < 16
+    assert out.quantized_btd.shape == (4, 25, DIM)
+    assert q(latents(), n_q=2).codes_bqt.shape == (4, 2, 25)
+    with pytest.raises(ValueError, match="n_q must be in 1..4"):
+        q(latents(), n_q=5)
+
+
+def test_codes_are_nearest_codes_of_residuals_and_decode_matches():
+    q = make_rvq()
+    z = np.asarray(latents())
+    embed = np.asarray(q.embed[...])
+    out = q(jnp.asarray(z))
+    residual = z.reshape(-1, DIM)
+    total = np.zeros_like(residual)
+    for level in range(4):
+        idx = np_nearest(residual, embed[level])
+        np.testing.assert_array_equal(np.asarray(out.codes_bqt[:, level]).reshape(-1), idx)
+        residual = residual - embed[level][idx]
+        total += embed[level][idx]
+    np.testing.assert_allclose(np.asarray(out.quantized_btd).reshape(-1, DIM), total, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(q.decode(out.codes_bqt)), np.asarray(out.quantized_btd), atol=1e-5)
+    expected_commit = np.mean([((lvl_in - embed[l][np_nearest(lvl_in, embed[l])]) ** 2).mean()
+                               for l, lvl_in in enumerate(_residuals(z.reshape(-1, DIM), embed))])
+    np.testing.assert_allclose(float(out.commitment_loss), expected_commit, rtol=1e-5)
+
+
+def _residuals(x, embed):
+    out = []
+    for level in range(embed.shape[0]):
+        out.append(x)
+        x = x - embed[level][np_nearest(x, embed[level])]
+    return out
+
+
+def test_straight_through_gradient_equals_gradient_wrt_quantized():
+    q = make_rvq()
+    z = latents()
+    target = jax.random.normal(jax.random.key(5), z.shape)
+
+    def loss_of_quantized(quantized):
+        return jnp.sum(jnp.sin(quantized) * target)
+
+    grad_z = jax.grad(lambda z: loss_of_quantized(q(z).quantized_btd))(z)
+    grad_q = jax.grad(loss_of_quantized)(q(z).quantized_btd)
+    np.testing.assert_allclose(np.asarray(grad_z), np.asarray(grad_q), rtol=1e-6)
+    assert float(jnp.abs(grad_z).sum()) > 0
+    # Every level's straight-through output passes the gradient to the encoder (audiocraft's RVQ fix).
+    for level in range(4):
+        grad_level = jax.grad(lambda z, level=level: jnp.sum(q(z).levels_qbtd[level] * target))(z)
+        np.testing.assert_allclose(np.asarray(grad_level), np.asarray(target), rtol=1e-6)
+
+
+def test_kmeans_matches_numpy():
+    samples = np.random.default_rng(0).normal(size=(60, DIM)).astype(np.float32)
+    weights = (np.arange(60) < 50).astype(np.float32)  # the last ten rows are padding
+    start = samples[:6].copy()
+    means, bins = rvq.kmeans(jnp.asarray(samples), jnp.asarray(weights), jnp.asarray(start), 5)
+    ref_means, ref_bins = np_kmeans(samples, weights, start, 5)
+    np.testing.assert_allclose(np.asarray(means), ref_means, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(bins), ref_bins)
+
+
+def test_ema_update_and_dead_codes_match_numpy():
+    rng = np.random.default_rng(1)
+    n_q, k = 3, 5
+    embed = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
+    cluster_size = rng.uniform(0, 5, size=(n_q, k)).astype(np.float32)
+    embed_avg = embed * cluster_size[..., None]
+    counts = rng.integers(0, 4, size=(n_q, k)).astype(np.float32)
+    counts[2] = 0  # a level that saw no frame (quantizer dropout) must stay untouched
+    sums = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
+    sums[2] = 0
+    repl = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
+    kw = dict(decay=0.9, epsilon=1e-5, dead_code_threshold=2.0)
+    got = rvq.ema_update(*(jnp.asarray(a) for a in (embed, embed_avg, cluster_size, counts, sums, repl)), **kw)
+    ref = np_ema(embed, embed_avg, cluster_size, counts, sums, repl, 0.9, 1e-5, 2.0)
+    for level in range(2):
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(np.asarray(g)[level], r[level], rtol=1e-5, atol=1e-6)
+    assert np.asarray(got[3])[:2].sum() == ref[3][:2].sum() > 0  # the test exercises dead codes
+    for g, original in zip(got[:3], (embed, embed_avg, cluster_size)):
+        np.testing.assert_array_equal(np.asarray(g)[2], original[2])
+
+
+def test_update_uses_forward_statistics():
+    """Module-level wiring: counts/sums from the forward equal a numpy histogram of the codes."""
+    q = make_rvq(dead_code_threshold=0.0)
+    z = latents()
+    mask = jnp.asarray(np.arange(25) < 20, jnp.float32)[None].repeat(4, 0)
+    out = q(z, mask)
+    codes = np.asarray(out.codes_bqt)
+    res = np.asarray(out.stats.residuals_qbtd)
+    for level in range(4):
+        c = codes[:, level, :20].reshape(-1)
+        np.testing.assert_array_equal(np.asarray(out.stats.counts_qk[level]), np.bincount(c, minlength=16))
+        sums = np.zeros((16, DIM))
+        np.add.at(sums, c, res[level][:, :20].reshape(-1, DIM))
+        np.testing.assert_allclose(np.asarray(out.stats.sums_qkd[level]), sums, rtol=1e-5, atol=1e-5)
+    before = np.asarray(q.embed[...]).copy(), np.asarray(q.embed_avg[...]), np.asarray(q.cluster_size[...])
+    metrics = q.update(out.stats, jax.random.key(0))
+    ref = np_ema(*before, np.asarray(out.stats.counts_qk), np.asarray(out.stats.sums_qkd),
+                 np.zeros((4, 16, DIM)), 0.99, 1e-5, 0.0)
+    np.testing.assert_allclose(np.asarray(q.embed[...]), ref[0], rtol=1e-5, atol=1e-6)
+    counts = np.asarray(out.stats.counts_qk)
+    p = counts / counts.sum(-1, keepdims=True)
+    perplexity = np.exp(-(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(-1))
+    np.testing.assert_allclose(np.asarray(metrics["perplexity_q"]), perplexity, rtol=1e-5)
+
+
+def test_sample_rows_only_draws_valid_rows():
+    samples = jnp.arange(40, dtype=jnp.float32).reshape(20, 2)
+    weights = jnp.asarray(np.arange(20) % 3 == 0, jnp.float32)  # 7 valid rows
+    many = np.asarray(rvq.sample_rows(jax.random.key(0), samples, weights, 12))  # more than valid: replacement
+    few = np.asarray(rvq.sample_rows(jax.random.key(1), samples, weights, 5))  # fewer: no replacement
+    valid = set(map(tuple, np.asarray(samples)[np.asarray(weights) > 0]))
+    assert all(tuple(r) in valid for r in many) and all(tuple(r) in valid for r in few)
+    assert len(set(map(tuple, few))) == 5
+
+
+def test_initialize_runs_kmeans_level_by_level():
+    """k-means init equals numpy k-means on each level's residual, from the same starting rows."""
+    q = make_rvq(kmeans_iters=3)
+    z = latents(b=8, t=30)
+    key = jax.random.key(3)
+    q.initialize(z, None, key)
+    assert bool(q.initialized[...])
+    residual = np.asarray(z).reshape(-1, DIM)
+    weights = np.ones(len(residual), np.float32)
+    for level, level_key in enumerate(jax.random.split(key, 4)):
+        start = np.asarray(rvq.sample_rows(level_key, jnp.asarray(residual), jnp.asarray(weights), 16))
+        means, bins = np_kmeans(residual, weights, start, 3)
+        np.testing.assert_allclose(np.asarray(q.embed[level]), means, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(q.cluster_size[level]), bins)
+        residual = residual - means[np_nearest(residual, means)]
+    np.testing.assert_allclose(np.asarray(q.embed_avg[...]),
+                               np.asarray(q.embed[...]) * np.asarray(q.cluster_size[...])[..., None],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_quantizer_dropout_masks_levels_per_example():
+    q = make_rvq(quantizer_dropout=1.0)
+    out = q(latents(b=16), dropout_key=jax.random.key(0))
+    active = np.asarray(out.stats.mask_qbt)[:, :, 0]  # [n_q, B]
+    n_q_b = active.sum(0)
+    assert set(n_q_b) > {1} and n_q_b.min() >= 1 and n_q_b.max() <= 4
+    np.testing.assert_array_equal(active, (np.arange(4)[:, None] < n_q_b[None]).astype(np.float32))
+    z_levels = np.asarray(out.levels_qbtd)
+    assert np.all(z_levels[~active.astype(bool)] == 0)
+
+
+def test_statistics_and_forward_identical_on_1_and_8_devices():
+    assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
+    q = make_rvq()
+    z = latents(b=8, t=25)
+    graphdef, state = nnx.split(q)
+
+    @jax.jit
+    def forward_and_update(state, z):
+        module = nnx.merge(graphdef, state)
+        out = module(z)
+        metrics = module.update(out.stats, jax.random.key(0))
+        return out.codes_bqt, out.commitment_loss, out.stats.counts_qk, out.stats.sums_qkd, metrics, nnx.state(module)
+
+    single = forward_and_update(state, z)
+    mesh = Mesh(np.array(jax.devices()).reshape(8), ("data",))
+    z_sharded = jax.device_put(z, NamedSharding(mesh, P("data")))
+    assert len(z_sharded.sharding.device_set) == 8
+    sharded = forward_and_update(state, z_sharded)
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
