@@ -91,6 +91,11 @@ def test_frame_signal_matches_unfold():
         np.testing.assert_array_equal(spectral.frame_signal(jnp.asarray(x), frame_length, hop), expected)
 
 
+def test_too_short_for_reflect_padding_raises():
+    with pytest.raises(ValueError, match="reflect padding"):
+        spectral.stft(jnp.zeros((1, 100)), 256, 64)
+
+
 @pytest.mark.parametrize("norm,mel_scale,f_min,f_max", [(None, "htk", 0.0, None), ("slaney", "htk", 0.0, 8000.0),
                                                        ("slaney", "slaney", 20.0, 7600.0), (None, "htk", 64.0, None)])
 def test_mel_filterbank_matches_transformers(norm, mel_scale, f_min, f_max):

@@ -1,0 +1,5 @@
+import sys
+
+from jaxcodec.cli import main
+
+sys.exit(main())

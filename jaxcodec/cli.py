@@ -1,0 +1,96 @@
+"""The `jaxcodec` command. Each subcommand lives in a small function; heavy imports happen inside it so
+`jaxcodec --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (configs/base.yaml is the paper's model); defaults if absent")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set rvq.n_q=4 (repeatable)")
+
+
+def model_info(config) -> dict:
+    """Parameter counts per component (computed abstractly: nothing is allocated) and the token rates."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jaxcodec.models.codec import Codec
+    from jaxcodec.models.discriminators import Discriminators
+
+    def count(tree) -> int:
+        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+    codec = nnx.eval_shape(lambda: Codec(config, rngs=nnx.Rngs(0)))
+    discs = nnx.eval_shape(lambda: Discriminators(config.disc, rngs=nnx.Rngs(0)))
+    params: dict[str, int] = {}
+    for part in ("encoder", "quantizer", "decoder", "semantic_head", "acoustic_aligner"):
+        params[part] = count(nnx.state(getattr(codec, part), nnx.Param))
+    # EnCodec/SpeechTokenizer count encoder + decoder (+ SpeechTokenizer's semantic transform) as the model.
+    params["encoder_decoder"] = params["encoder"] + params["decoder"]
+    params["generator"] = count(nnx.state(codec, nnx.Param))
+    # `Discriminators.names` lists the sub-discriminators family by family, in this order.
+    for name, sub in zip(discs.names, [*discs.msstft, *discs.mpd, *discs.msd], strict=True):
+        params[name] = count(nnx.state(sub, nnx.Param))
+    params["discriminators"] = count(nnx.state(discs, nnx.Param))
+    params["total"] = params["generator"] + params["discriminators"]
+    return {
+        "params": params,
+        # Codebooks are EMA state (buffers in the PyTorch peers), not parameters: reported apart.
+        "codebook_values": count(codec.quantizer.embed),
+        "sample_rate": config.model.sample_rate,
+        "hop_length": config.model.hop_length,
+        "frame_rate": config.model.frame_rate,
+        "n_q": config.rvq.n_q,
+        "codebook_size": config.rvq.codebook_size,
+        "tokens_per_second": config.tokens_per_second,
+        "kbps": config.kbps,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from jaxcodec import config as config_lib
+
+    config = config_lib.load(args.config, args.overrides)
+    info = model_info(config)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{config.model.sample_rate} Hz, hop {info['hop_length']} → {info['frame_rate']:g} frames/s; "
+          f"{info['n_q']} × {info['codebook_size']} codes → {info['tokens_per_second']:g} tokens/s, "
+          f"{info['kbps']:g} kbps")
+    width = max(len(name) for name in info["params"])
+    for name, value in info["params"].items():
+        print(f"  {name:<{width}}  {value:>13,d}  ({value / 1e6:.2f} M)")
+    print(f"  codebooks (EMA state, not parameters): {info['codebook_values']:,d} values")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxcodec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = sub.add_parser("info", help="parameter counts per component, frame rate, tokens/s, bitrate")
+    _add_config_args(info)
+    info.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jaxcodec.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"jaxcodec: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
