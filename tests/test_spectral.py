@@ -17,16 +17,10 @@ RTOL = 1e-4
 
 
 def _transformers_mel_filter_bank():
-    # The venv's torchaudio is a build whose native library cannot load here; transformers.audio_utils imports
-    # torchaudio only when it looks installed, and mel_filter_bank itself is pure numpy.
-    import transformers.utils as transformers_utils
+    # transformers.audio_utils imports torchaudio, which imports once `make install` has disabled its CUDA-only
+    # native libraries (scripts/disable_torchaudio_native.py); mel_filter_bank itself is numpy.
+    from transformers.audio_utils import mel_filter_bank
 
-    original = transformers_utils.is_torchaudio_available
-    transformers_utils.is_torchaudio_available = lambda: False
-    try:
-        from transformers.audio_utils import mel_filter_bank
-    finally:
-        transformers_utils.is_torchaudio_available = original
     return mel_filter_bank
 
 

@@ -110,3 +110,18 @@ def test_gradients_reach_every_trainable_module():
         assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
         assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0, part
     assert "quantizer" not in grads  # codebooks are EMA state, not parameters
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32():
+    f32 = Codec(TINY, rngs=nnx.Rngs(0))
+    bf16_config = cfg.load("configs/tiny.yaml", ["model.compute_dtype=bfloat16"])
+    bf16 = Codec(bf16_config, rngs=nnx.Rngs(0))
+    wav = 0.1 * jax.random.normal(jax.random.key(1), (2, 3200))
+    latents = nnx.jit(lambda model, w: (model._encode_latents(w), model.encoder.conv_in(w[..., None])))
+    z32, _ = latents(f32, wav)
+    z16, first16 = latents(bf16, wav)
+    assert first16.dtype == jnp.float32  # a module called directly on float32 stays float32
+    assert z16.dtype == jnp.float32  # the quantizer always sees float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+    rel = float(jnp.linalg.norm(z16 - z32) / jnp.linalg.norm(z32))
+    assert 0 < rel < 0.05, rel  # bf16 really ran (not bit-identical) and stays close
