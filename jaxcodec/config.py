@@ -22,7 +22,7 @@ class ModelConfig:
     sample_rate: int = 16_000  # Hz; the paper's codec runs at 16 kHz mono.
     channels: int = 1  # audio channels (mono).
     n_filters: int = 32  # SEANet base width (EnCodec: 32; SpeechTokenizer: 64).
-    ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder upsampling ratios; the encoder uses them reversed. Hop 320 → 50 Hz.
+    ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder upsampling; the encoder uses them reversed. Hop 320 → 50 Hz.
     dimension: int = 128  # latent (codebook) dimension (EnCodec: 128; SpeechTokenizer: 1024).
     n_residual_layers: int = 1  # residual blocks per resolution (EnCodec: 1).
     residual_kernel_size: int = 3  # kernel of the first conv of each residual block (EnCodec: 3).

@@ -77,14 +77,15 @@ class Codec(nnx.Module):
         return self._decode_latents(z, codes_bqt.shape[-1] * self.hop_length)
 
     def __call__(self, wav_bn: jax.Array, mask_bn: jax.Array | None = None, *, n_q: int | None = None,
-                 dropout_key: jax.Array | None = None) -> CodecOutput:
-        """The training forward: reconstruction, quantizer output (losses and EMA statistics), head outputs."""
+                 key: jax.Array | None = None) -> CodecOutput:
+        """The training forward: reconstruction, quantizer output (losses and EMA statistics), head outputs.
+        `key` makes it a training forward for the quantizer (dead-code re-seeding, quantizer dropout)."""
         self._check_wav(wav_bn)
         if mask_bn is None:
             mask_bn = jnp.ones(wav_bn.shape, jnp.float32)
         mask_bt = frame_mask(mask_bn, self.hop_length)
         z = self._encode_latents(wav_bn)
-        quantized = self.quantizer(z, mask_bt, n_q=n_q, dropout_key=dropout_key)
+        quantized = self.quantizer(z, mask_bt, n_q=n_q, key=key)
         semantic = self.semantic_head(quantized.levels_qbtd[0])
         acoustic = self.acoustic_aligner(quantized.levels_qbtd[1:].sum(0), mask_bt)
         recon = self._decode_latents(quantized.quantized_btd, wav_bn.shape[1])

@@ -89,6 +89,22 @@ class STFTDiscriminator(nnx.Module):
         return self.conv_post(z_btfc), fmaps
 
 
+# HiFi-GAN's LeakyReLU slope (LRELU_SLOPE in hifi-gan/models.py).
+HIFIGAN_LRELU_SLOPE = 0.1
+
+
+def _hifigan_stack(convs, conv_post, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+    """HiFi-GAN's discriminator body: conv → leaky ReLU per layer, then the post conv; the feature maps include
+    the post conv's output, and the logits are flattened to [B, n]."""
+    fmaps = []
+    for conv in convs:
+        x = jax.nn.leaky_relu(conv(x), HIFIGAN_LRELU_SLOPE)
+        fmaps.append(x)
+    x = conv_post(x)
+    fmaps.append(x)
+    return x.reshape(x.shape[0], -1), fmaps
+
+
 class PeriodDiscriminator(nnx.Module):
     """HiFi-GAN's DiscriminatorP: the waveform folded into [T/p, p] and convolved along T/p only.
 
@@ -110,14 +126,7 @@ class PeriodDiscriminator(nnx.Module):
         if length % self.period:
             wav_bn = jnp.pad(wav_bn, ((0, 0), (0, self.period - length % self.period)), mode="reflect")
         # torch's view(b, 1, t/p, p) in channels-last: H = t/p, W = p, one channel.
-        x_bhwc = wav_bn.reshape(batch, -1, self.period, 1)
-        fmaps = []
-        for conv in self.convs:
-            x_bhwc = jax.nn.leaky_relu(conv(x_bhwc), 0.1)
-            fmaps.append(x_bhwc)
-        x_bhwc = self.conv_post(x_bhwc)
-        fmaps.append(x_bhwc)
-        return x_bhwc.reshape(batch, -1), fmaps
+        return _hifigan_stack(self.convs, self.conv_post, wav_bn.reshape(batch, -1, self.period, 1))
 
 
 class ScaleDiscriminator(nnx.Module):
@@ -138,14 +147,7 @@ class ScaleDiscriminator(nnx.Module):
         self.conv_post = Conv1d(1024, 1, 3, padding="symmetric", rngs=rngs)
 
     def __call__(self, wav_bn: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
-        x_btc = wav_bn[:, :, None]
-        fmaps = []
-        for conv in self.convs:
-            x_btc = jax.nn.leaky_relu(conv(x_btc), 0.1)
-            fmaps.append(x_btc)
-        x_btc = self.conv_post(x_btc)
-        fmaps.append(x_btc)
-        return x_btc.reshape(x_btc.shape[0], -1), fmaps
+        return _hifigan_stack(self.convs, self.conv_post, wav_bn[:, :, None])
 
 
 def avg_pool_1d(wav_bn: jax.Array, kernel: int = 4, stride: int = 2, padding: int = 2) -> jax.Array:

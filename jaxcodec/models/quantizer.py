@@ -8,8 +8,15 @@ Codebooks are not parameters: they are `Codebook` state updated by exponential m
 counts and sums (decay, Laplace smoothing), outside the differentiated function. The forward returns those
 statistics summed over the *global* batch (under `jax.jit` with a sharded batch the sums are all-reduced by the
 compiler), so every device applies the same update. The update itself is the pure `ema_update`, with
-`kmeans` (first-batch initialisation) and `sample_replacements` (dead codes) beside it, each small enough to be
-checked against a numpy reference.
+`kmeans` (first-batch initialisation) and `reseed` (dead codes) beside it, each small enough to be checked
+against a numpy reference.
+
+Dead codes (EMA count below `dead_code_threshold`) are re-seeded *before* the batch is quantized, with vectors
+drawn from that batch's residuals at their level, so a re-seeded code can win frames in the very step that
+re-seeds it. Re-seeding after the EMA step (vector-quantize-pytorch) seeds codes from the previous batch; early
+in training the encoder output drifts further per step than its spread across frames, those codes are never
+chosen, and every level collapses to one or two codes (seen in the tiny demo run). EnCodec re-seeds before its
+EMA step, which then overwrites the new codes.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ class CodebookStats:
 
     counts_qk: jax.Array  # frames assigned to each code
     sums_qkd: jax.Array  # sum of the residuals assigned to each code
-    residuals_qbtd: jax.Array  # each level's input, to re-seed dead codes from
+    reseeded_qk: jax.Array  # codes that were dead and were re-seeded from this batch before quantizing
+    replacements_qkd: jax.Array  # the vectors they were re-seeded with
     mask_qbt: jax.Array  # which (level, example, frame) took part (padding and quantizer dropout excluded)
 
 
@@ -92,23 +100,20 @@ def sample_rows(key: jax.Array, samples_nd: jax.Array, weights_n: jax.Array, cou
     return samples_nd[idx]
 
 
-def sample_replacements(key: jax.Array, stats: CodebookStats, codebook_size: int) -> jax.Array:
-    """Candidate vectors [n_q, K, D] for dead codes, drawn from each level's valid residuals."""
-    n_q, _, _, dim = stats.residuals_qbtd.shape
-    keys = jax.random.split(key, n_q)
-    return jnp.stack([
-        sample_rows(keys[q], stats.residuals_qbtd[q].reshape(-1, dim), stats.mask_qbt[q].reshape(-1),
-                    codebook_size) for q in range(n_q)])
+def reseed(embed_qkd, embed_avg_qkd, cluster_size_qk, reseeded_qk, replacements_qkd, threshold: float):
+    """Re-seeded codes take their replacement vector, with m and N reset to (vector · threshold, threshold) so
+    e = m / N holds (vector-quantize-pytorch's reset) and the code has one decay period to win frames."""
+    mask = reseeded_qk[..., None]
+    return (jnp.where(mask, replacements_qkd, embed_qkd),
+            jnp.where(mask, replacements_qkd * threshold, embed_avg_qkd),
+            jnp.where(reseeded_qk, threshold, cluster_size_qk))
 
 
-def ema_update(embed_qkd, embed_avg_qkd, cluster_size_qk, counts_qk, sums_qkd, replacements_qkd, *,
-               decay: float, epsilon: float, dead_code_threshold: float):
-    """One EMA step of every level, then dead-code re-seeding. Returns (embed, embed_avg, cluster_size, dead_qk).
+def ema_update(embed_qkd, embed_avg_qkd, cluster_size_qk, counts_qk, sums_qkd, *, decay: float, epsilon: float):
+    """One EMA step of every level. Returns (embed, embed_avg, cluster_size).
 
     EnCodec's update: N ← γN + (1−γ)n, m ← γm + (1−γ)Σx, e = m / Ñ with Laplace-smoothed Ñ = (N+ε)/(ΣN+Kε)·ΣN.
-    Codes with N < threshold after the update are replaced by batch vectors, with m and N reset so e = m/N stays
-    consistent (vector-quantize-pytorch's reset; EnCodec re-seeds before its EMA step, which then overwrites the
-    new code). A level that saw no frame (quantizer dropout) is left untouched.
+    A level that saw no frame (quantizer dropout) is left untouched.
     """
     k = cluster_size_qk.shape[-1]
     cluster_size = decay * cluster_size_qk + (1 - decay) * counts_qk
@@ -116,19 +121,13 @@ def ema_update(embed_qkd, embed_avg_qkd, cluster_size_qk, counts_qk, sums_qkd, r
     total = cluster_size.sum(-1, keepdims=True)
     smoothed = (cluster_size + epsilon) / (total + k * epsilon) * total
     embed = embed_avg / smoothed[..., None]
-
-    dead = cluster_size < dead_code_threshold
-    embed = jnp.where(dead[..., None], replacements_qkd, embed)
-    embed_avg = jnp.where(dead[..., None], replacements_qkd * dead_code_threshold, embed_avg)
-    cluster_size = jnp.where(dead, dead_code_threshold, cluster_size)
-
     seen = (counts_qk.sum(-1) > 0)[:, None]
     return (jnp.where(seen[..., None], embed, embed_qkd), jnp.where(seen[..., None], embed_avg, embed_avg_qkd),
-            jnp.where(seen, cluster_size, cluster_size_qk), dead & seen)
+            jnp.where(seen, cluster_size, cluster_size_qk))
 
 
 def usage_metrics(counts_qk: jax.Array, dead_qk: jax.Array) -> dict[str, jax.Array]:
-    """Per-level perplexity of the batch's code usage (exp entropy; K when uniform) and dead-code counts."""
+    """Per-level perplexity of the batch's code usage (exp entropy; K when uniform), dead (re-seeded) codes."""
     p = counts_qk / jnp.maximum(counts_qk.sum(-1, keepdims=True), 1.0)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
     return {"perplexity_q": jnp.exp(entropy), "dead_codes_q": dead_qk.sum(-1), "used_codes_q": (counts_qk > 0).sum(-1)}
@@ -147,8 +146,13 @@ class ResidualVectorQuantizer(nnx.Module):
         self.initialized = Codebook(jnp.array(not config.kmeans_init))
 
     def __call__(self, z_btd: jax.Array, mask_bt: jax.Array | None = None, *, n_q: int | None = None,
-                 dropout_key: jax.Array | None = None) -> QuantizerOutput:
-        """Quantizes with the first `n_q` levels (all by default); `dropout_key` turns on quantizer dropout."""
+                 key: jax.Array | None = None) -> QuantizerOutput:
+        """Quantizes with the first `n_q` levels (all by default).
+
+        `key` marks a training forward: dead codes are re-seeded from this batch (the returned statistics carry
+        the replacements for `update`) and quantizer dropout, when configured, draws each example's levels.
+        Without a key (inference) the codebooks are used as they are.
+        """
         cfg = self.config
         n_q = cfg.n_q if n_q is None else n_q
         if not 1 <= n_q <= cfg.n_q:
@@ -157,24 +161,37 @@ class ResidualVectorQuantizer(nnx.Module):
         b, t, d = z_btd.shape
         mask_bt = jnp.ones((b, t), jnp.float32) if mask_bt is None else mask_bt.astype(jnp.float32)
         active_qb = jnp.ones((n_q, b), jnp.float32)
-        if dropout_key is not None and cfg.quantizer_dropout > 0:
-            key_use, key_n = jax.random.split(dropout_key)
+        reseed_keys = None
+        if key is not None:
+            key, key_dropout = jax.random.split(key)
+            reseed_keys = jax.random.split(key, n_q)
+        if key is not None and cfg.quantizer_dropout > 0:
+            key_use, key_n = jax.random.split(key_dropout)
             n_q_b = jnp.where(jax.random.uniform(key_use, (b,)) < cfg.quantizer_dropout,
                               jax.random.randint(key_n, (b,), 1, n_q + 1), n_q)
             active_qb = (jnp.arange(n_q)[:, None] < n_q_b[None]).astype(jnp.float32)
 
-        embed = self.embed[...]
         residual = z_btd
         total_q = jnp.zeros_like(z_btd)
-        levels, codes, commit, counts, sums, residuals, masks = [], [], [], [], [], [], []
+        levels, codes, commit, counts, sums, reseeded, replacements, masks = [], [], [], [], [], [], [], []
         for q in range(n_q):
             level_mask_bt = mask_bt * active_qb[q][:, None]
-            idx_bt = nearest_code(residual.reshape(-1, d), embed[q]).reshape(b, t)
-            quant = embed[q][idx_bt]
+            embed = self.embed[q]
+            dead_k = jnp.zeros((cfg.codebook_size,), bool)
+            replacement_kd = jnp.zeros_like(embed)
+            if reseed_keys is not None and cfg.dead_code_threshold > 0:
+                dead_k = (self.cluster_size[q] < cfg.dead_code_threshold) & (level_mask_bt.sum() > 0)
+                replacement_kd = sample_rows(reseed_keys[q], jax.lax.stop_gradient(residual).reshape(-1, d),
+                                             level_mask_bt.reshape(-1), cfg.codebook_size)
+                replacement_kd = jnp.where(dead_k[:, None], replacement_kd, 0.0)
+                embed = jnp.where(dead_k[:, None], replacement_kd, embed)
+            idx_bt = nearest_code(residual.reshape(-1, d), embed).reshape(b, t)
+            quant = embed[idx_bt]
             onehot = jax.nn.one_hot(idx_bt, cfg.codebook_size, dtype=jnp.float32) * level_mask_bt[..., None]
             counts.append(onehot.sum((0, 1)))
             sums.append(jnp.einsum("btk,btd->kd", onehot, jax.lax.stop_gradient(residual)))
-            residuals.append(jax.lax.stop_gradient(residual))
+            reseeded.append(dead_k)
+            replacements.append(replacement_kd)
             masks.append(level_mask_bt)
             err = jnp.sum((residual - jax.lax.stop_gradient(quant)) ** 2, -1)
             commit.append(jnp.sum(err * level_mask_bt) / (jnp.maximum(level_mask_bt.sum(), 1.0) * d))
@@ -189,7 +206,8 @@ class ResidualVectorQuantizer(nnx.Module):
             levels_qbtd=jnp.stack(levels),
             codes_bqt=jnp.stack(codes, axis=1),
             commitment_loss=jnp.sum(jnp.stack(commit)) / n_active,
-            stats=CodebookStats(jnp.stack(counts), jnp.stack(sums), jnp.stack(residuals), jnp.stack(masks)),
+            stats=CodebookStats(jnp.stack(counts), jnp.stack(sums), jnp.stack(reseeded), jnp.stack(replacements),
+                                jnp.stack(masks)),
         )
 
     def decode(self, codes_bqt: jax.Array) -> jax.Array:
@@ -200,18 +218,19 @@ class ResidualVectorQuantizer(nnx.Module):
         embed = self.embed[...]
         return sum(embed[q][codes_bqt[:, q]] for q in range(n_q))
 
-    def update(self, stats: CodebookStats, key: jax.Array) -> dict[str, jax.Array]:
-        """Applies the EMA step for the levels in `stats` (outside any gradient); returns usage metrics."""
+    def update(self, stats: CodebookStats) -> dict[str, jax.Array]:
+        """Applies the forward's re-seeding and the EMA step for the levels in `stats` (outside any gradient);
+        returns usage metrics."""
         cfg = self.config
         n_q = stats.counts_qk.shape[0]
-        replacements = sample_replacements(key, stats, cfg.codebook_size)
-        embed, embed_avg, cluster_size, dead = ema_update(
-            self.embed[:n_q], self.embed_avg[:n_q], self.cluster_size[:n_q], stats.counts_qk, stats.sums_qkd,
-            replacements, decay=cfg.decay, epsilon=cfg.epsilon, dead_code_threshold=cfg.dead_code_threshold)
+        state = reseed(self.embed[:n_q], self.embed_avg[:n_q], self.cluster_size[:n_q], stats.reseeded_qk,
+                       stats.replacements_qkd, cfg.dead_code_threshold)
+        embed, embed_avg, cluster_size = ema_update(*state, stats.counts_qk, stats.sums_qkd, decay=cfg.decay,
+                                                    epsilon=cfg.epsilon)
         self.embed[...] = self.embed[...].at[:n_q].set(embed)
         self.embed_avg[...] = self.embed_avg[...].at[:n_q].set(embed_avg)
         self.cluster_size[...] = self.cluster_size[...].at[:n_q].set(cluster_size)
-        return usage_metrics(stats.counts_qk, dead)
+        return usage_metrics(stats.counts_qk, stats.reseeded_qk)
 
     def initialize(self, z_btd: jax.Array, mask_bt: jax.Array | None, key: jax.Array) -> None:
         """k-means initialisation of every level from one batch, level by level on the residuals (EnCodec)."""
@@ -221,7 +240,7 @@ class ResidualVectorQuantizer(nnx.Module):
         weights_n = (jnp.ones((b * t,)) if mask_bt is None else mask_bt.reshape(-1)).astype(jnp.float32)
         residual_nd = z_btd.reshape(-1, d)
         embeds, sizes = [], []
-        for q, level_key in enumerate(jax.random.split(key, cfg.n_q)):
+        for level_key in jax.random.split(key, cfg.n_q):
             start = sample_rows(level_key, residual_nd, weights_n, cfg.codebook_size)
             means, bins = kmeans(residual_nd, weights_n, start, cfg.kmeans_iters)
             embeds.append(means)

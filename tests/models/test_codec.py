@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxcodec import config as cfg
 from jaxcodec.models.aligner import AcousticAligner
@@ -59,8 +60,8 @@ def test_training_forward_identical_on_1_and_8_devices():
     def forward(state, wav, mask):
         model = nnx.merge(graphdef, state)
         model.init_codebooks(wav, mask, jax.random.key(2))
-        out = model(wav, mask)
-        metrics = model.quantizer.update(out.quantizer.stats, jax.random.key(3))
+        out = model(wav, mask, key=jax.random.key(3))
+        metrics = model.quantizer.update(out.quantizer.stats)
         return out.wav_bn, out.quantizer.codes_bqt, out.quantizer.commitment_loss, out.semantic_btd, \
             out.acoustic, metrics, nnx.state(model)
 
@@ -68,7 +69,7 @@ def test_training_forward_identical_on_1_and_8_devices():
     mesh = Mesh(np.array(jax.devices()), ("data",))
     shard = NamedSharding(mesh, P("data"))
     sharded = forward(state, jax.device_put(wav, shard), jax.device_put(mask, shard))
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
 
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxcodec.config import RVQConfig
 from jaxcodec.models import quantizer as rvq
@@ -46,18 +47,13 @@ def np_kmeans(samples, weights, means, iters):
     return means, bins
 
 
-def np_ema(embed, embed_avg, cluster_size, counts, sums, replacements, decay, eps, threshold):
+def np_ema(embed, embed_avg, cluster_size, counts, sums, decay, eps):
     k = cluster_size.shape[-1]
     cs = decay * cluster_size + (1 - decay) * counts
     ea = decay * embed_avg + (1 - decay) * sums
     n = cs.sum(-1, keepdims=True)
     smoothed = (cs + eps) / (n + k * eps) * n
-    e = ea / smoothed[..., None]
-    dead = cs < threshold
-    e[dead] = replacements[dead]
-    ea[dead] = replacements[dead] * threshold
-    cs[dead] = threshold
-    return e, ea, cs, dead
+    return ea / smoothed[..., None], ea, cs
 
 
 def test_shapes_and_code_range():
@@ -85,8 +81,8 @@ def test_codes_are_nearest_codes_of_residuals_and_decode_matches():
         total += embed[level][idx]
     np.testing.assert_allclose(np.asarray(out.quantized_btd).reshape(-1, DIM), total, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(q.decode(out.codes_bqt)), np.asarray(out.quantized_btd), atol=1e-5)
-    expected_commit = np.mean([((lvl_in - embed[l][np_nearest(lvl_in, embed[l])]) ** 2).mean()
-                               for l, lvl_in in enumerate(_residuals(z.reshape(-1, DIM), embed))])
+    expected_commit = np.mean([((lvl_in - embed[q][np_nearest(lvl_in, embed[q])]) ** 2).mean()
+                               for q, lvl_in in enumerate(_residuals(z.reshape(-1, DIM), embed))])
     np.testing.assert_allclose(float(out.commitment_loss), expected_commit, rtol=1e-5)
 
 
@@ -126,7 +122,7 @@ def test_kmeans_matches_numpy():
     np.testing.assert_array_equal(np.asarray(bins), ref_bins)
 
 
-def test_ema_update_and_dead_codes_match_numpy():
+def test_ema_update_matches_numpy_and_skips_unseen_levels():
     rng = np.random.default_rng(1)
     n_q, k = 3, 5
     embed = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
@@ -136,26 +132,52 @@ def test_ema_update_and_dead_codes_match_numpy():
     counts[2] = 0  # a level that saw no frame (quantizer dropout) must stay untouched
     sums = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
     sums[2] = 0
-    repl = rng.normal(size=(n_q, k, DIM)).astype(np.float32)
-    kw = dict(decay=0.9, epsilon=1e-5, dead_code_threshold=2.0)
-    got = rvq.ema_update(*(jnp.asarray(a) for a in (embed, embed_avg, cluster_size, counts, sums, repl)), **kw)
-    ref = np_ema(embed, embed_avg, cluster_size, counts, sums, repl, 0.9, 1e-5, 2.0)
-    for level in range(2):
-        for g, r in zip(got, ref):
-            np.testing.assert_allclose(np.asarray(g)[level], r[level], rtol=1e-5, atol=1e-6)
-    assert np.asarray(got[3])[:2].sum() == ref[3][:2].sum() > 0  # the test exercises dead codes
-    for g, original in zip(got[:3], (embed, embed_avg, cluster_size)):
+    got = rvq.ema_update(*(jnp.asarray(a) for a in (embed, embed_avg, cluster_size, counts, sums)),
+                         decay=0.9, epsilon=1e-5)
+    ref = np_ema(embed, embed_avg, cluster_size, counts, sums, 0.9, 1e-5)
+    for g, r, original in zip(got, ref, (embed, embed_avg, cluster_size), strict=True):
+        np.testing.assert_allclose(np.asarray(g)[:2], r[:2], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(g)[2], original[2])
 
 
+def test_dead_codes_are_reseeded_from_the_current_batch_and_win_frames():
+    """Codes whose EMA count is below the threshold take vectors of this batch's residuals before quantizing,
+    so they are chosen in the same step; `update` then applies (reseed, EMA) exactly as numpy does."""
+    q = make_rvq(n_q=2, dead_code_threshold=1.0)
+    z = latents(b=4, t=25)
+    q.cluster_size[...] = jnp.asarray(np.tile(np.r_[np.full(8, 5.0), np.zeros(8)], (2, 1)), jnp.float32)
+    # Move every live code far away: only re-seeded codes (drawn from the batch) can be nearest.
+    q.embed[...] = q.embed[...].at[:, :8].add(100.0)
+    before = [np.asarray(v[...]).copy() for v in (q.embed, q.embed_avg, q.cluster_size)]
+    out = q(z, key=jax.random.key(7))
+    reseeded = np.asarray(out.stats.reseeded_qk)
+    np.testing.assert_array_equal(reseeded, np.tile(np.r_[np.zeros(8), np.ones(8)], (2, 1)).astype(bool))
+    codes = np.asarray(out.codes_bqt)
+    assert codes.min() >= 8  # every frame went to a re-seeded code
+    repl = np.asarray(out.stats.replacements_qkd)
+    residual0 = np.asarray(z).reshape(-1, DIM)
+    for vec in repl[0, 8:]:  # level-1 replacements are rows of the batch
+        assert np.min(np.abs(residual0 - vec).sum(-1)) < 1e-6
+    q.update(out.stats)
+    e, ea, cs = before
+    mask = reseeded[..., None]
+    e, ea, cs = np.where(mask, repl, e), np.where(mask, repl * 1.0, ea), np.where(reseeded, 1.0, cs)
+    ref = np_ema(e, ea, cs, np.asarray(out.stats.counts_qk), np.asarray(out.stats.sums_qkd), 0.99, 1e-5)
+    for got, want in zip((q.embed, q.embed_avg, q.cluster_size), ref, strict=True):
+        np.testing.assert_allclose(np.asarray(got[...]), want, rtol=1e-5, atol=1e-5)
+    # Inference (no key) never re-seeds.
+    assert not np.asarray(q(z).stats.reseeded_qk).any()
+
+
 def test_update_uses_forward_statistics():
-    """Module-level wiring: counts/sums from the forward equal a numpy histogram of the codes."""
-    q = make_rvq(dead_code_threshold=0.0)
+    """Module-level wiring: counts/sums from the forward equal a numpy histogram of the codes, padding excluded,
+    and `update` applies the numpy EMA to them."""
+    q = make_rvq()
     z = latents()
     mask = jnp.asarray(np.arange(25) < 20, jnp.float32)[None].repeat(4, 0)
     out = q(z, mask)
     codes = np.asarray(out.codes_bqt)
-    res = np.asarray(out.stats.residuals_qbtd)
+    res = np.stack(_residuals(np.asarray(z).reshape(-1, DIM), np.asarray(q.embed[...]))).reshape(4, 4, 25, DIM)
     for level in range(4):
         c = codes[:, level, :20].reshape(-1)
         np.testing.assert_array_equal(np.asarray(out.stats.counts_qk[level]), np.bincount(c, minlength=16))
@@ -163,9 +185,8 @@ def test_update_uses_forward_statistics():
         np.add.at(sums, c, res[level][:, :20].reshape(-1, DIM))
         np.testing.assert_allclose(np.asarray(out.stats.sums_qkd[level]), sums, rtol=1e-5, atol=1e-5)
     before = np.asarray(q.embed[...]).copy(), np.asarray(q.embed_avg[...]), np.asarray(q.cluster_size[...])
-    metrics = q.update(out.stats, jax.random.key(0))
-    ref = np_ema(*before, np.asarray(out.stats.counts_qk), np.asarray(out.stats.sums_qkd),
-                 np.zeros((4, 16, DIM)), 0.99, 1e-5, 0.0)
+    metrics = q.update(out.stats)
+    ref = np_ema(*before, np.asarray(out.stats.counts_qk), np.asarray(out.stats.sums_qkd), 0.99, 1e-5)
     np.testing.assert_allclose(np.asarray(q.embed[...]), ref[0], rtol=1e-5, atol=1e-6)
     counts = np.asarray(out.stats.counts_qk)
     p = counts / counts.sum(-1, keepdims=True)
@@ -205,7 +226,7 @@ def test_initialize_runs_kmeans_level_by_level():
 
 def test_quantizer_dropout_masks_levels_per_example():
     q = make_rvq(quantizer_dropout=1.0)
-    out = q(latents(b=16), dropout_key=jax.random.key(0))
+    out = q(latents(b=16), key=jax.random.key(0))
     active = np.asarray(out.stats.mask_qbt)[:, :, 0]  # [n_q, B]
     n_q_b = active.sum(0)
     assert set(n_q_b) > {1} and n_q_b.min() >= 1 and n_q_b.max() <= 4
@@ -223,8 +244,8 @@ def test_statistics_and_forward_identical_on_1_and_8_devices():
     @jax.jit
     def forward_and_update(state, z):
         module = nnx.merge(graphdef, state)
-        out = module(z)
-        metrics = module.update(out.stats, jax.random.key(0))
+        out = module(z, key=jax.random.key(0))
+        metrics = module.update(out.stats)
         return out.codes_bqt, out.commitment_loss, out.stats.counts_qk, out.stats.sums_qkd, metrics, nnx.state(module)
 
     single = forward_and_update(state, z)
@@ -232,5 +253,5 @@ def test_statistics_and_forward_identical_on_1_and_8_devices():
     z_sharded = jax.device_put(z, NamedSharding(mesh, P("data")))
     assert len(z_sharded.sharding.device_set) == 8
     sharded = forward_and_update(state, z_sharded)
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
