@@ -254,4 +254,8 @@ def test_statistics_and_forward_identical_on_1_and_8_devices():
     assert len(z_sharded.sharding.device_set) == 8
     sharded = forward_and_update(state, z_sharded)
     for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype.kind in "biu":  # codes, counts, re-seeding decisions: identical
+            np.testing.assert_array_equal(a, b)
+        else:  # sums reduced in another order across devices
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
