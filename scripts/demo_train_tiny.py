@@ -73,6 +73,10 @@ def stand_in_teachers(wav_bn: np.ndarray, config: config_lib.Config) -> tuple[np
     proj = np.random.default_rng(1234)
     semantic = log_mel @ proj.normal(size=(80, config.model.semantic_dim)) / np.sqrt(80)
     acoustic = log_mel.mean(1) @ proj.normal(size=(80, config.model.acoustic_dim)) / np.sqrt(80)
+    # Standardised per vector, like an embedding of unit scale: raw projections of log-mel (|values| ~ 5-10)
+    # make softmax(teacher) one-hot and the KL drives the student's logits, and through the straight-through
+    # estimator the latents, to ever larger scales.
+    acoustic = (acoustic - acoustic.mean(-1, keepdims=True)) / acoustic.std(-1, keepdims=True)
     return semantic.astype(np.float32), acoustic.astype(np.float32)
 
 

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcodec.models.conv import uniform_init
+
 
 class LSTMLayer(nnx.Module):
     """One direction of one layer: `weight_ih` [in, 4H], `weight_hh` [H, 4H], `bias_ih`, `bias_hh` [4H]."""
@@ -21,7 +23,7 @@ class LSTMLayer(nnx.Module):
         bound = 1.0 / math.sqrt(hidden)  # PyTorch's nn.LSTM initialisation: U(±1/√H) for every tensor.
 
         def uniform(shape):
-            return nnx.Param(jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound))
+            return nnx.Param(uniform_init(rngs.params(), shape, bound))
 
         self.weight_ih = uniform((in_features, 4 * hidden))
         self.weight_hh = uniform((hidden, 4 * hidden))
