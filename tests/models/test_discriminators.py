@@ -96,12 +96,17 @@ class TorchDiscriminatorP(nn.Module):
             x = F.pad(x, (0, n_pad), "reflect")
             t = t + n_pad
         x = x.view(b, c, t // self.period, self.period)
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), 0.1)
-            fmap.append(x)
-        x = self.conv_post(x)
+        return _torch_hifigan_body(self.convs, self.conv_post, x, fmap)
+
+
+def _torch_hifigan_body(convs, conv_post, x, fmap):
+    """The shared tail of hifi-gan/models.py DiscriminatorP.forward and DiscriminatorS.forward."""
+    for layer in convs:
+        x = F.leaky_relu(layer(x), 0.1)
         fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
 
 
 class TorchDiscriminatorS(nn.Module):
@@ -121,13 +126,7 @@ class TorchDiscriminatorS(nn.Module):
         self.conv_post = _wn(nn.Conv1d(1024, 1, 3, 1, padding=1))
 
     def forward(self, x):
-        fmap = []
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), 0.1)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _torch_hifigan_body(self.convs, self.conv_post, x, [])
 
 
 def _torch_msd(discs: list[nn.Module], x):
