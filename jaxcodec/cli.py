@@ -14,17 +14,20 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set rvq.n_q=4 (repeatable)")
 
 
-def model_info(config) -> dict:
-    """Parameter counts per component (computed abstractly: nothing is allocated) and the token rates."""
+def count(tree) -> int:
+    """Number of values in a pytree of arrays or abstract arrays (e.g. `nnx.state(module, nnx.Param)`)."""
     import jax
     import numpy as np
+
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def model_info(config) -> dict:
+    """Parameter counts per component (computed abstractly: nothing is allocated) and the token rates."""
     from flax import nnx
 
     from jaxcodec.models.codec import Codec
     from jaxcodec.models.discriminators import Discriminators
-
-    def count(tree) -> int:
-        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
     codec = nnx.eval_shape(lambda: Codec(config, rngs=nnx.Rngs(0)))
     discs = nnx.eval_shape(lambda: Discriminators(config.disc, rngs=nnx.Rngs(0)))

@@ -8,7 +8,6 @@ LSTM → conv to `dimension`. Decoder mirrors it with transposed convs. Hop = Π
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from jaxcodec.config import ModelConfig
@@ -112,7 +111,3 @@ class SEANetDecoder(nnx.Module):
         for block in self.blocks:
             x = block(x)
         return self.conv_out(jax.nn.elu(x))
-
-
-def count_params(module: nnx.Module) -> int:
-    return int(sum(jnp.size(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
