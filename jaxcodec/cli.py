@@ -74,6 +74,65 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from jaxcodec.data import manifest
+
+    return manifest.run(args)
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    # The one subcommand that runs PyTorch (inside teachers.precompute), so jaxcodec itself and a training host
+    # never need torch.
+    import importlib.util
+
+    from teachers import precompute
+
+    missing = [name for name in ("torch", "transformers", "speechbrain") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"jaxcodec precompute: error: the teachers need {', '.join(missing)}; install the extra: "
+              f"pip install 'jaxcodec[teachers]'", file=sys.stderr)
+        return 2
+    return precompute.main(args)
+
+
+def cmd_shards_verify(args: argparse.Namespace) -> int:
+    from jaxcodec.data import manifest, shards
+
+    ids = [entry["id"] for entry in manifest.read(args.manifest)] if args.manifest else None
+    problems, notes = shards.verify(args.shards, manifest_ids=ids, deep=not args.quick, progress=args.verbose)
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    if problems:
+        print(f"{args.shards}: {len(problems)} problems")
+        return 1
+    index = shards.load_index(args.shards)
+    print(f"{args.shards}: OK ({index['num_records']} utterances in {len(index['shards'])} shards"
+          f"{', deep' if not args.quick else ''}{', manifest covered' if ids is not None else ''})")
+    return 0
+
+
+def cmd_shards_info(args: argparse.Namespace) -> int:
+    from jaxcodec.data import shards
+
+    index = shards.load_index(args.shards)
+    if args.json:
+        print(json.dumps({k: v for k, v in index.items() if k != "shards"}, indent=2))
+        return 0
+    prov = index["provenance"]
+    print(f"{index['num_records']} utterances, {index['audio_seconds'] / 3600:.2f} h in {len(index['shards'])} shards; "
+          f"splits {index['splits']}; {index['num_rejects']} rejected")
+    for name in ("hubert", "ecapa"):
+        teacher = prov.get(name) or {}
+        extra = f", layer {teacher['layer']}" if "layer" in teacher else ""
+        print(f"  {name}: {teacher.get('model')} (dim {teacher.get('dim')}{extra}, "
+              f"weights sha256 {str(teacher.get('weights_sha256'))[:12]}…)")
+    for key, spec in index["fields"].items():
+        print(f"  field {key}: {spec['dtype']} {spec['shape']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcodec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,17 +140,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(info)
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=cmd_info)
+
+    from jaxcodec.data import manifest
+
+    man = sub.add_parser("manifest", help=manifest.HELP)
+    manifest.add_arguments(man)
+    man.set_defaults(func=cmd_manifest)
+
+    from teachers import precompute  # torch-free at import time; torch loads when the command runs
+
+    pre = sub.add_parser("precompute", help="run the HuBERT and ECAPA-TDNN teachers into shards (PyTorch)")
+    precompute.add_arguments(pre)
+    pre.set_defaults(func=cmd_precompute)
+
+    shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
+        dest="shards_command", required=True, metavar="ACTION")
+    verify = shard_cmd.add_parser("verify", help="check checksums, counts, dims, provenance; non-zero exit on failure")
+    verify.add_argument("shards", help="shard directory")
+    verify.add_argument("--manifest", help="also check every manifest utterance is in one shard or rejected")
+    verify.add_argument("--quick", action="store_true", help="checksums and counts only (do not decode records)")
+    verify.add_argument("--verbose", action="store_true", help="print each shard as it is checked")
+    verify.set_defaults(func=cmd_shards_verify)
+    show = shard_cmd.add_parser("info", help="what a shard set holds and which teachers made it")
+    show.add_argument("shards", help="shard directory")
+    show.add_argument("--json", action="store_true", help="print index.json without per-shard lists")
+    show.set_defaults(func=cmd_shards_info)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from jaxcodec.config import ConfigError
+    from jaxcodec.data.manifest import ManifestError
+    from jaxcodec.data.shards import ShardError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"jaxcodec: config error: {err}", file=sys.stderr)
+        return 2
+    except (ShardError, ManifestError) as err:
+        print(f"jaxcodec {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,515 @@
+"""The shard format: where the PyTorch teachers (writers) and the JAX trainer (reader) meet. numpy, msgpack and
+array_record only: no torch, no jax, no pickle.
+
+A shard set is a directory:
+- `shard-00000-of-00016.array_record` …: ArrayRecord files (group size 1, for random access), one record per
+  utterance: a msgpack map whose numpy arrays are maps {"__array__": dtype, "shape": [...], "data": bytes}
+  (little-endian) and whose other values are plain strings and numbers.
+- `shard-00000-of-00016.json` …: one part-index per shard, written after its shard file is complete and renamed.
+  The part is the shard's commit marker: a shard file without its part is an interrupted write and is redone.
+  It holds the shard's sha256, record count, per-record ids/splits/lengths, rejected utterances with their
+  reasons, field dtypes and shapes, and the teachers' provenance.
+- `index.json`: the merge of all parts (written once every part exists) and `rejects.jsonl`, every utterance of
+  the manifest that is in no shard, with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+FORMAT = "jaxcodec-shards"
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+REJECTS_NAME = "rejects.jsonl"
+# group_size:1 gives each record its own chunk (grain's random access wants it); uncompressed because float16
+# features barely compress and decompression would cost the input pipeline CPU time on every read.
+WRITER_OPTIONS = "group_size:1,uncompressed"
+ARRAY_KEY = "__array__"
+# Only plain numeric dtypes may cross the boundary: nothing that would need pickle (object) or be ambiguous.
+ALLOWED_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "float16", "float32", "float64", "bool"})
+_SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.array_record$")
+HASH_BLOCK = 1 << 22
+
+
+class ShardError(ValueError):
+    """A shard set that is missing, incomplete, corrupt, or does not match what the caller needs."""
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}.array_record"
+
+
+def part_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}.json"
+
+
+def tmp_prefix(name: str) -> str:
+    """Temporary files start with '.' and the final name, so a directory listing shows what they would become."""
+    return f".{name}.tmp-"
+
+
+# --- records ---------------------------------------------------------------------------------------------------
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    def pack(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            dtype = value.dtype.newbyteorder("<") if value.dtype.byteorder == ">" else value.dtype
+            if dtype.name not in ALLOWED_DTYPES:
+                raise ShardError(f"dtype {value.dtype} cannot be stored in a shard")
+            array = np.ascontiguousarray(value, dtype=dtype)
+            return {ARRAY_KEY: dtype.name, "shape": list(array.shape), "data": array.tobytes()}
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return msgpack.packb({key: pack(value) for key, value in record.items()}, use_bin_type=True)
+
+
+def decode_record(raw: bytes) -> dict[str, Any]:
+    record = msgpack.unpackb(raw, raw=False)
+    if not isinstance(record, dict):
+        raise ShardError("record is not a msgpack map")
+    for key, value in record.items():
+        if isinstance(value, dict) and ARRAY_KEY in value:
+            dtype = value[ARRAY_KEY]
+            if dtype not in ALLOWED_DTYPES:
+                raise ShardError(f"field {key!r}: dtype {dtype!r} is not allowed")
+            array = np.frombuffer(value["data"], dtype=np.dtype(dtype).newbyteorder("<"))
+            record[key] = array.reshape(value["shape"]).astype(dtype, copy=False)
+    return record
+
+
+def field_spec(record: dict[str, Any]) -> dict[str, dict]:
+    """dtype and shape of each array field; leading axes that vary between records (samples, frames) are named."""
+    spec = {}
+    for key, value in record.items():
+        if isinstance(value, np.ndarray):
+            shape: list[int | str] = list(value.shape)
+            if key == "audio":
+                shape[0] = "samples"
+            elif value.ndim == 2:
+                shape[0] = "frames"
+            spec[key] = {"dtype": value.dtype.name, "shape": shape}
+    return spec
+
+
+def matches_spec(value: Any, spec: dict) -> bool:
+    if not isinstance(value, np.ndarray) or value.dtype.name != spec["dtype"] or value.ndim != len(spec["shape"]):
+        return False
+    return all(isinstance(want, str) or want == have for want, have in zip(spec["shape"], value.shape, strict=True))
+
+
+# --- files -----------------------------------------------------------------------------------------------------
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(tmp_prefix(path.name) + str(os.getpid()))
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    path = Path(path)
+    tmp = path.with_name(tmp_prefix(path.name) + str(os.getpid()))
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_part(directory: Path, index: int, count: int) -> dict | None:
+    """The committed part-index of one shard, or None when the shard is not complete."""
+    part_path = directory / part_name(index, count)
+    if not part_path.is_file() or not (directory / shard_name(index, count)).is_file():
+        return None
+    try:
+        return json.loads(part_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{part_path.name}: not valid JSON ({err})") from None
+
+
+def remove_stale_temporaries(directory: Path, index: int, count: int) -> list[str]:
+    """Deletes what an interrupted write of this shard left behind (temporary files, a shard without its part)."""
+    removed = []
+    for name in (shard_name(index, count), part_name(index, count)):
+        for tmp in directory.glob(tmp_prefix(name) + "*"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    shard = directory / shard_name(index, count)
+    if shard.exists() and not (directory / part_name(index, count)).exists():
+        shard.unlink()
+        removed.append(shard.name)
+    return removed
+
+
+class ShardWriter:
+    """Writes one shard under a temporary name; `commit` renames it and then writes its part-index."""
+
+    def __init__(self, directory: str | os.PathLike, index: int, count: int, fields: dict[str, dict]):
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        self.directory = Path(directory)
+        self.index, self.count, self.fields = index, count, fields
+        self.name = shard_name(index, count)
+        self.tmp_path = self.directory / (tmp_prefix(self.name) + str(os.getpid()))
+        self._writer = ArrayRecordWriter(str(self.tmp_path), WRITER_OPTIONS)
+        self.ids: list[str] = []
+        self.splits: list[str] = []
+        self.num_samples: list[int] = []
+        self.audio_seconds = 0.0
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, spec in self.fields.items():
+            if not matches_spec(record.get(key), spec):
+                value = record.get(key)
+                got = f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
+                raise ShardError(f"record {record.get('id')!r}: field {key!r} is {got}, expected "
+                                 f"{spec['dtype']}{spec['shape']}")
+        self._writer.write(encode_record(record))
+        self.ids.append(str(record["id"]))
+        self.splits.append(str(record.get("split", "train")))
+        self.num_samples.append(int(record["num_samples"]))
+        self.audio_seconds += int(record["num_samples"]) / int(record["sample_rate"])
+
+    def commit(self, provenance: dict, rejects: Sequence[dict], source: dict, code_version: str = "") -> dict:
+        self._writer.close()
+        with open(self.tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        part = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "file": self.name,
+            "index": self.index,
+            "count": self.count,
+            "records": len(self.ids),
+            "bytes": self.tmp_path.stat().st_size,
+            "sha256": sha256_file(self.tmp_path),
+            "audio_seconds": round(self.audio_seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "code_version": code_version,  # informational: a resumed run may finish with newer code
+            "fields": self.fields,
+            "provenance": provenance,
+            "source": source,
+            "ids": self.ids,
+            "splits": self.splits,
+            "num_samples": self.num_samples,
+            "rejects": list(rejects),
+        }
+        os.replace(self.tmp_path, self.directory / self.name)
+        write_json_atomic(self.directory / part_name(self.index, self.count), part)
+        return part
+
+    def abort(self) -> None:
+        if self._writer.is_open():
+            self._writer.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+# --- index -----------------------------------------------------------------------------------------------------
+
+def shard_count(directory: Path) -> int | None:
+    counts = {int(m.group(2)) for p in directory.iterdir() if (m := _SHARD_RE.match(p.name))}
+    counts |= {int(p.stem.split("-of-")[1]) for p in directory.glob("shard-*-of-*.json")}
+    if len(counts) > 1:
+        raise ShardError(f"{directory} mixes shard sets of sizes {sorted(counts)}; use a fresh directory")
+    return counts.pop() if counts else None
+
+
+def merge_index(directory: str | os.PathLike) -> dict:
+    """Combines every part-index into index.json and rejects.jsonl; raises ShardError naming the missing shards."""
+    directory = Path(directory)
+    count = shard_count(directory)
+    if count is None:
+        raise ShardError(f"no shards in {directory}")
+    parts = [read_part(directory, i, count) for i in range(count)]
+    missing = [i for i, part in enumerate(parts) if part is None]
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+        raise ShardError(f"{len(missing)} of {count} shards are not complete (shard index {shown}); "
+                         f"run precompute with those --shard-index values, then merge again")
+    first = parts[0]
+    for part in parts[1:]:
+        for key in ("provenance", "fields", "source"):
+            if part[key] != first[key]:
+                raise ShardError(f"{part['file']} and {first['file']} disagree on {key}; "
+                                 f"they were computed with different settings")
+    shards = [{key: part[key] for key in ("file", "records", "bytes", "sha256", "audio_seconds", "ids", "splits",
+                                          "num_samples")} for part in parts]
+    rejects = [reject for part in parts for reject in part["rejects"]]
+    splits: dict[str, int] = {}
+    for part in parts:
+        for split in part["splits"]:
+            splits[split] = splits.get(split, 0) + 1
+    index = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_records": sum(part["records"] for part in parts),
+        "audio_seconds": round(sum(part["audio_seconds"] for part in parts), 3),
+        "splits": dict(sorted(splits.items())),
+        "num_rejects": len(rejects),
+        "fields": first["fields"],
+        "provenance": first["provenance"],
+        "source": first["source"],
+        "code_versions": sorted({part.get("code_version", "") for part in parts}),
+        "shards": shards,
+    }
+    write_jsonl_atomic(directory / REJECTS_NAME, rejects)
+    write_json_atomic(directory / INDEX_NAME, index)
+    return index
+
+
+def load_index(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / INDEX_NAME
+    if not path.is_file():
+        raise ShardError(f"{path} not found: not a shard set, or its precompute has not finished "
+                         f"(`jaxcodec precompute --out {directory} --merge-index` merges finished parts)")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{path}: not valid JSON ({err})") from None
+    if index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: format {index.get('format')!r} v{index.get('format_version')} is not "
+                         f"{FORMAT} v{FORMAT_VERSION}")
+    return index
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """What a consumer (training, eval) needs of a shard set; `ShardReader.require` checks it."""
+
+    sample_rate: int | None = None
+    hop_length: int | None = None
+    hubert_layer: str | None = None
+    hubert_dim: int | None = None
+    ecapa_dim: int | None = None
+    ecapa_frames: bool | None = None
+
+
+class ShardReader:
+    """Random access to the records of a shard set by global index (a grain RandomAccessDataSource)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.index = load_index(self.directory)
+        self.files = [self.directory / shard["file"] for shard in self.index["shards"]]
+        missing = [p.name for p in self.files if not p.is_file()]
+        if missing:
+            raise ShardError(f"{self.directory}: shard file {missing[0]} is missing ({len(missing)} in all)")
+        counts = np.array([shard["records"] for shard in self.index["shards"]], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        self.ids = [i for shard in self.index["shards"] for i in shard["ids"]]
+        self.splits = np.array([s for shard in self.index["shards"] for s in shard["splits"]])
+        self.num_samples = np.array([n for shard in self.index["shards"] for n in shard["num_samples"]],
+                                    dtype=np.int64)
+        self._position = {utt: i for i, utt in enumerate(self.ids)}
+        self._readers: dict[int, Any] = {}
+
+    @property
+    def provenance(self) -> dict:
+        return self.index["provenance"]
+
+    @property
+    def fields(self) -> dict:
+        return self.index["fields"]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, record: int) -> tuple[int, int]:
+        if not 0 <= record < len(self):
+            raise IndexError(f"record {record} out of range [0, {len(self)})")
+        shard = int(np.searchsorted(self._starts, record, side="right")) - 1
+        return shard, record - int(self._starts[shard])
+
+    def _reader(self, shard: int):
+        if shard not in self._readers:
+            from array_record.python.array_record_module import ArrayRecordReader
+
+            self._readers[shard] = ArrayRecordReader(str(self.files[shard]), "readahead_buffer_size:0")
+        return self._readers[shard]
+
+    def __getitem__(self, record: int) -> dict[str, Any]:
+        shard, local = self.locate(int(record))
+        return decode_record(self._reader(shard).read([local])[0])
+
+    def __getitems__(self, records: Sequence[int]) -> list[dict[str, Any]]:
+        return [self[r] for r in records]
+
+    def position(self, utterance_id: str) -> int:
+        if utterance_id not in self._position:
+            raise KeyError(f"utterance {utterance_id!r} is not in {self.directory}")
+        return self._position[utterance_id]
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Global record indices of one split (all records when None)."""
+        if split is None:
+            return np.arange(len(self))
+        return np.flatnonzero(self.splits == split)
+
+    def require(self, need: Requirement) -> None:
+        """Raises a one-line ShardError when the shards were made for something else than `need` says."""
+        prov = self.provenance
+        hubert, ecapa = prov.get("hubert") or {}, prov.get("ecapa") or {}
+        checks = [
+            ("sample rate", need.sample_rate, prov.get("sample_rate")),
+            ("hop length", need.hop_length, prov.get("hop_length")),
+            ("HuBERT layer", need.hubert_layer, hubert.get("layer")),
+            ("HuBERT dimension", need.hubert_dim, hubert.get("dim")),
+            ("ECAPA dimension", need.ecapa_dim, ecapa.get("dim")),
+            ("frame-level ECAPA features", need.ecapa_frames, "ecapa_frames" in self.fields),
+        ]
+        for what, wanted, found in checks:
+            if wanted is not None and wanted != found:
+                raise ShardError(f"{self.directory}: {what} is {found!r} in the shards but the config needs "
+                                 f"{wanted!r}; precompute shards with matching settings")
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __getstate__(self):  # grain copies data sources into worker processes: reopen files there
+        state = self.__dict__.copy()
+        state["_readers"] = {}
+        return state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- verification ----------------------------------------------------------------------------------------------
+
+def verify(directory: str | os.PathLike, manifest_ids: Iterable[str] | None = None, deep: bool = True,
+           progress: bool = False) -> tuple[list[str], list[str]]:
+    """Checks a shard set: every file's checksum and record count, each part agreeing with index.json, and (deep)
+    every record's fields, dtypes, shapes, frame counts and finiteness. With `manifest_ids`, every utterance of the
+    manifest must be in exactly one shard or in the rejects. Returns (problems, notes); problems are failures."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    directory = Path(directory)
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        index = load_index(directory)
+    except ShardError as err:
+        return [str(err)], notes
+    prov, fields = index["provenance"], index["fields"]
+    hop = prov.get("hop_length")
+    shards = index["shards"]
+    count = len(shards)
+    seen: dict[str, str] = {}
+    for i, shard in enumerate(shards):
+        name = shard["file"]
+        if name != shard_name(i, count):
+            problems.append(f"index.json lists {name} at position {i}, expected {shard_name(i, count)}")
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        if path.stat().st_size != shard["bytes"]:
+            problems.append(f"{name}: {path.stat().st_size} bytes, index.json says {shard['bytes']}")
+        if sha256_file(path) != shard["sha256"]:
+            problems.append(f"{name}: sha256 differs from index.json (file changed or corrupt)")
+            continue
+        part = read_part(directory, i, count)
+        if part is None:
+            notes.append(f"{part_name(i, count)}: missing (index.json still describes the shard)")
+        elif part["sha256"] != shard["sha256"] or part["provenance"] != prov or part["fields"] != fields:
+            problems.append(f"{part_name(i, count)} disagrees with index.json")
+        for utt in shard["ids"]:
+            if utt in seen:
+                problems.append(f"utterance {utt!r} is in both {seen[utt]} and {name}")
+            seen[utt] = name
+        reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+        try:
+            if reader.num_records() != shard["records"] or len(shard["ids"]) != shard["records"]:
+                problems.append(f"{name}: {reader.num_records()} records, index.json says {shard['records']}")
+                continue
+            if deep:
+                for local in range(shard["records"]):
+                    problems += _check_record(name, local, reader.read([local])[0], shard, fields, hop)
+        finally:
+            reader.close()
+        if progress:
+            print(f"  {name}: {shard['records']} records checked", flush=True)
+    rejects_path = directory / REJECTS_NAME
+    rejected: set[str] = set()
+    if rejects_path.is_file():
+        for line in rejects_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rejected.add(row.get("id", row.get("path")))
+        if len(rejected) != index.get("num_rejects", len(rejected)):
+            problems.append(f"{REJECTS_NAME}: {len(rejected)} rejects, index.json says {index['num_rejects']}")
+    both = sorted(rejected & set(seen))
+    if both:
+        problems.append(f"{len(both)} utterances are both in a shard and rejected, e.g. {both[0]!r}")
+    if manifest_ids is not None:
+        wanted = set(manifest_ids)
+        lost = sorted(wanted - set(seen) - rejected)
+        extra = sorted(set(seen) - wanted)
+        if lost:
+            problems.append(f"{len(lost)} manifest utterances are in no shard and not rejected, e.g. {lost[0]!r}")
+        if extra:
+            problems.append(f"{len(extra)} shard utterances are not in the manifest, e.g. {extra[0]!r}")
+    stray = sorted(p.name for p in directory.glob(".shard-*.tmp-*"))
+    if stray:
+        notes.append(f"{len(stray)} temporary files of interrupted writes (harmless; a rerun removes them)")
+    return problems, notes
+
+
+def _check_record(name: str, local: int, raw: bytes, shard: dict, fields: dict, hop: int | None) -> list[str]:
+    where = f"{name} record {local}"
+    try:
+        record = decode_record(raw)
+    except (ShardError, ValueError, msgpack.ExtraData, msgpack.FormatError) as err:
+        return [f"{where}: undecodable ({err})"]
+    problems = []
+    if record.get("id") != shard["ids"][local]:
+        problems.append(f"{where}: id {record.get('id')!r}, index.json says {shard['ids'][local]!r}")
+    for key, spec in fields.items():
+        value = record.get(key)
+        if not matches_spec(value, spec):
+            problems.append(f"{where}: field {key!r} does not match {spec['dtype']}{spec['shape']}")
+        elif value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            problems.append(f"{where}: field {key!r} has NaN/Inf values")
+    audio = record.get("audio")
+    if isinstance(audio, np.ndarray) and len(audio) != shard["num_samples"][local]:
+        problems.append(f"{where}: {len(audio)} samples, index.json says {shard['num_samples'][local]}")
+    if hop and isinstance(audio, np.ndarray):
+        frames = -(-len(audio) // hop)
+        for key, spec in fields.items():
+            value = record.get(key)
+            if spec["shape"][0] == "frames" and isinstance(value, np.ndarray) and len(value) != frames:
+                problems.append(f"{where}: {key} has {len(value)} frames, {len(audio)} samples need {frames}")
+    return problems

@@ -1,0 +1,395 @@
+"""Runs both teachers once over a manifest and writes the shard set training reads (`jaxcodec precompute`).
+
+Work is divided into shards: utterances are dealt round-robin, in id order, to `num_shards` shards, and a process
+writes the shards it is given (`--shard-index I`, or all of them). A shard is the unit of resumption: it is
+written under a temporary name, renamed when complete, and committed by its part-index (jaxcodec.data.shards); a
+rerun skips committed shards and redoes an interrupted one. Every utterance ends up in exactly one shard or in the
+rejects with its reason; a bad file never stops the run. When the last shard is committed, the index is merged.
+
+Inside a shard, utterances are read, downmixed and resampled by a pool of threads ahead of the models, sorted by
+length so that batches hold similar lengths, and batched under a padded-seconds budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from jaxcodec import __version__, audio
+from jaxcodec.data import manifest as manifest_lib
+from jaxcodec.data import shards
+from teachers.common import CODEC_HOP, TeacherLoadError
+
+TARGET_SHARD_SECONDS = 3600.0  # default shard size: 1 h of audio ≈ 0.4 GB (int16 audio + float16 HuBERT frames).
+BATCH_SECONDS = 120.0  # default padded audio per teacher batch.
+MIN_SECONDS = 0.5  # default shortest utterance kept: shorter clips give < 25 frames and no usable speaker cue.
+READ_THREADS = 4  # decode/resample threads (libsndfile and soxr release the GIL).
+PREFETCH = 64  # utterances decoded ahead of the models.
+FEATURE_DTYPE = np.float16  # storage dtype of teacher features (DESIGN's shard contract).
+
+
+@dataclasses.dataclass
+class Options:
+    manifest: Path
+    out: Path
+    hubert: str = "facebook/hubert-base-ls960"
+    hubert_layer: str = "9"
+    ecapa: str = "speechbrain/spkrec-ecapa-voxceleb"
+    ecapa_frames: bool = False
+    device: str = "cpu"
+    half: bool | None = None  # float16 teachers; default: on CUDA only
+    num_shards: int | None = None
+    shard_index: int | None = None
+    splits: tuple[str, ...] = ()  # only these manifest splits (all when empty)
+    batch_seconds: float = BATCH_SECONDS
+    min_seconds: float = MIN_SECONDS
+    max_seconds: float | None = None
+    read_threads: int = READ_THREADS
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class Utterance:
+    entry: dict
+    pcm: np.ndarray  # int16, what the shard stores
+    wav: np.ndarray  # float32 of exactly that int16 signal: the teachers see what training will see
+    levels: audio.Levels
+    gain: float
+
+
+@dataclasses.dataclass
+class Rejected:
+    entry: dict
+    reason: str
+
+
+def assign(entries: list[dict], num_shards: int) -> list[list[dict]]:
+    """Round-robin in id order: equal counts, similar durations, and independent of the manifest's line order."""
+    ordered = sorted(entries, key=lambda e: e["id"])
+    return [ordered[i::num_shards] for i in range(num_shards)]
+
+
+def default_num_shards(entries: list[dict]) -> int:
+    return max(1, round(sum(e["duration"] for e in entries) / TARGET_SHARD_SECONDS))
+
+
+def load(entry: dict, min_seconds: float, max_seconds: float | None) -> Utterance | Rejected:
+    try:
+        wav, _ = audio.read(entry["path"])
+        audio.check(wav, audio.SAMPLE_RATE, min_seconds, max_seconds)
+    except audio.AudioError as err:
+        return Rejected(entry, str(err))
+    except MemoryError:
+        return Rejected(entry, "out of memory while decoding")
+    pcm, gain = audio.to_int16(wav)
+    wav = audio.from_int16(pcm)
+    return Utterance(entry, pcm, wav, audio.levels(wav), gain)
+
+
+def _prefetched(entries: list[dict], fn: Callable[[dict], object], threads: int, depth: int) -> Iterator[object]:
+    """fn over entries in a thread pool, in order, at most `depth` ahead of the consumer."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: list[concurrent.futures.Future] = []
+        it = iter(entries)
+        for entry in it:
+            pending.append(pool.submit(fn, entry))
+            if len(pending) >= depth:
+                break
+        while pending:
+            result = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(fn, nxt))
+            yield result
+
+
+def batches(items: Iterator[Utterance | Rejected], budget_samples: int) -> Iterator[tuple[list[Utterance],
+                                                                                          list[Rejected]]]:
+    """Groups utterances (arriving sorted by length) so that count × longest ≤ budget; rejects pass through."""
+    current: list[Utterance] = []
+    rejected: list[Rejected] = []
+    for item in items:
+        if isinstance(item, Rejected):
+            rejected.append(item)
+            continue
+        longest = max([len(item.wav)] + [len(u.wav) for u in current])
+        if current and (len(current) + 1) * longest > budget_samples:
+            yield current, rejected
+            current, rejected = [], []
+        current.append(item)
+    if current or rejected:
+        yield current, rejected
+
+
+class Teachers:
+    """Both teachers behind one call; the only place precompute touches torch models."""
+
+    def __init__(self, options: Options):
+        import torch
+
+        from teachers.ecapa import EcapaTeacher
+        from teachers.hubert import HubertTeacher
+
+        half = options.half if options.half is not None else options.device.startswith("cuda")
+        dtype = torch.float16 if half else torch.float32
+        self.hubert = HubertTeacher(options.hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
+                                    max_batch_seconds=options.batch_seconds)
+        self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames)
+        self.half = half
+
+    def provenance(self) -> dict:
+        return {
+            "hubert": self.hubert.provenance(),
+            "ecapa": self.ecapa.provenance(),
+            "sample_rate": audio.SAMPLE_RATE,
+            "hop_length": CODEC_HOP,
+            "frame_rate": audio.SAMPLE_RATE / CODEC_HOP,
+            "teacher_dtype": "float16" if self.half else "float32",
+            "feature_dtype": np.dtype(FEATURE_DTYPE).name,
+        }
+
+    def fields(self) -> dict:
+        spec = {
+            "audio": {"dtype": "int16", "shape": ["samples"]},
+            "hubert": {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": ["frames", self.hubert.dim]},
+            "ecapa": {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": [self.ecapa.dim]},
+        }
+        if self.ecapa.frame_dim is not None:
+            spec["ecapa_frames"] = {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": ["frames", self.ecapa.frame_dim]}
+        return spec
+
+    def __call__(self, wavs: list[np.ndarray]) -> list[dict]:
+        hubert = self.hubert(wavs)
+        ecapa = self.ecapa(wavs)
+        return [{"hubert": h, **e} for h, e in zip(hubert, ecapa, strict=True)]
+
+
+def record(utt: Utterance, features: dict) -> dict:
+    entry = utt.entry
+    out = {
+        "id": entry["id"],
+        "split": entry.get("split", "train"),
+        "speaker": entry.get("speaker") or "",
+        "text": entry.get("text") or "",
+        "sample_rate": audio.SAMPLE_RATE,
+        "num_samples": len(utt.pcm),
+        "source_sample_rate": int(entry.get("sample_rate", audio.SAMPLE_RATE)),
+        "source_channels": int(entry.get("channels", 1)),
+        "peak": utt.levels.peak,
+        "rms_db": utt.levels.rms_db,
+        "gain": utt.gain,
+        "audio": utt.pcm,
+    }
+    for key, value in features.items():
+        out[key] = np.asarray(value, dtype=np.float32).astype(FEATURE_DTYPE)
+    return out
+
+
+def _finite_reason(features: dict) -> str | None:
+    for key, value in features.items():
+        stored = np.asarray(value, dtype=np.float32).astype(FEATURE_DTYPE)
+        if not np.all(np.isfinite(stored)):
+            return f"teacher output {key} is not finite (NaN/Inf, or beyond float16 range)"
+    return None
+
+
+def run_shard(teachers: Teachers, entries: list[dict], out: Path, index: int, count: int, options: Options,
+              source: dict, provenance: dict, fields: dict, progress) -> dict:
+    shards.remove_stale_temporaries(out, index, count)
+    writer = shards.ShardWriter(out, index, count, fields)
+    rejects: list[dict] = []
+    budget = int(options.batch_seconds * audio.SAMPLE_RATE)
+    ordered = sorted(entries, key=lambda e: (e.get("duration", 0.0), e["id"]))
+    loaded = _prefetched(ordered, lambda e: load(e, options.min_seconds, options.max_seconds),
+                         options.read_threads, PREFETCH)
+    try:
+        for group, rejected in batches(loaded, budget):
+            rejects += [_reject_row(r.entry, r.reason) for r in rejected]
+            for utt, features in _run_teachers(teachers, group):
+                reason = features if isinstance(features, str) else _finite_reason(features)
+                if reason is not None:
+                    rejects.append(_reject_row(utt.entry, reason))
+                else:
+                    writer.write(record(utt, features))
+            progress(sum(e.get("duration", 0.0) for e in [u.entry for u in group] + [r.entry for r in rejected]))
+        return writer.commit(provenance, rejects, source, code_version=code_version())
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _run_teachers(teachers: Teachers, group: list[Utterance]) -> list[tuple[Utterance, dict | str]]:
+    """The batch at once; if it fails (e.g. out of memory on one long file), each utterance alone, so one bad
+    utterance is rejected with its reason instead of ending the run."""
+    if not group:
+        return []
+    try:
+        return list(zip(group, teachers([u.wav for u in group]), strict=True))
+    except (RuntimeError, MemoryError, ValueError) as err:
+        if len(group) == 1:
+            return [(group[0], f"teacher failed: {' '.join(str(err).split())[:300]}")]
+        return [pair for utt in group for pair in _run_teachers(teachers, [utt])]
+
+
+def _reject_row(entry: dict, reason: str) -> dict:
+    return {"id": entry["id"], "path": entry.get("path"), "reason": reason}
+
+
+@functools.cache
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"jaxcodec {__version__}" + (f" ({sha})" if sha else "")
+
+
+def manifest_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_existing(out: Path, count: int, provenance: dict, source: dict, fields: dict) -> None:
+    """Refuses to mix shards made with other teachers, settings or manifest into one set."""
+    existing = shards.shard_count(out)
+    if existing is not None and existing != count:
+        raise shards.ShardError(f"{out} holds a set of {existing} shards; this run asks for {count} "
+                                f"(use the same --num-shards, or a fresh --out)")
+    for i in range(count):
+        part = shards.read_part(out, i, count)
+        if part is None:
+            continue
+        for key, mine in (("provenance", provenance), ("source", source), ("fields", fields)):
+            if part[key] != mine:
+                diff = sorted(k for k in set(part[key]) | set(mine) if part[key].get(k) != mine.get(k))
+                raise shards.ShardError(f"{out} already holds shards made with different {key} "
+                                        f"({', '.join(diff)}); use a fresh --out")
+
+
+def run(options: Options, log: Callable[[str], None] = print) -> dict | None:
+    """Precomputes the shards this process is responsible for; merges the index when all are committed.
+    Returns the index when it was merged, else None."""
+    entries = manifest_lib.read(options.manifest)
+    if options.splits:
+        entries = [e for e in entries if e.get("split") in options.splits]
+    if not entries:
+        raise shards.ShardError(f"{options.manifest}: no utterances to process")
+    count = options.num_shards or default_num_shards(entries)
+    if options.shard_index is not None and options.num_shards is None:
+        raise shards.ShardError("--shard-index needs --num-shards, so that every process splits the manifest alike")
+    if options.shard_index is not None and not 0 <= options.shard_index < count:
+        raise shards.ShardError(f"--shard-index {options.shard_index} is outside 0..{count - 1}")
+    options.out.mkdir(parents=True, exist_ok=True)
+    mine = [options.shard_index] if options.shard_index is not None else list(range(count))
+    todo = [i for i in mine if shards.read_part(options.out, i, count) is None]
+    source = {"manifest_sha256": manifest_sha256(options.manifest), "num_shards": count,
+              "splits": sorted(options.splits), "min_seconds": options.min_seconds,
+              "max_seconds": options.max_seconds}
+    log(f"{len(entries)} utterances, {sum(e['duration'] for e in entries) / 3600:.2f} h in {count} shards; "
+        f"this process: {len(mine)} shards, {len(mine) - len(todo)} already complete")
+    if todo:
+        teachers = Teachers(options)
+        provenance, fields = teachers.provenance(), teachers.fields()
+        _check_existing(options.out, count, provenance, source, fields)
+        assigned = assign(entries, count)
+        seconds = sum(e["duration"] for i in todo for e in assigned[i])
+        with _Progress(seconds, options.progress) as progress:
+            for i in todo:
+                part = run_shard(teachers, assigned[i], options.out, i, count, options, source, provenance, fields,
+                                 progress.update)
+                progress.write(f"{part['file']}: {part['records']} utterances, {len(part['rejects'])} rejected")
+    try:
+        index = shards.merge_index(options.out)
+    except shards.ShardError as err:
+        log(f"index not merged yet: {err}")
+        return None
+    log(f"index.json: {index['num_records']} utterances ({index['audio_seconds'] / 3600:.2f} h), "
+        f"{index['num_rejects']} rejected (see {shards.REJECTS_NAME})")
+    return index
+
+
+class _Progress:
+    """Audio hours done, real-time factor and ETA on one line."""
+
+    def __init__(self, total_seconds: float, enabled: bool):
+        from tqdm import tqdm
+
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total_seconds / 3600, disable=not enabled, unit="h", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} audio-h [{elapsed}<{remaining}{postfix}]",
+                        file=sys.stderr)
+        self.done = 0.0
+
+    def update(self, seconds: float) -> None:
+        self.done += seconds
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate:.1f} audio-s/s", refresh=False)
+        self.bar.update(seconds / 3600)
+
+    def write(self, message: str) -> None:
+        self.bar.write(message, file=sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
+    parser.add_argument("--out", type=Path, required=True, help="shard directory (created; resumable)")
+    parser.add_argument("--hubert", default=Options.hubert, help="HuBERT hub id or local save_pretrained directory")
+    parser.add_argument("--hubert-layer", default=Options.hubert_layer,
+                        help="hidden layer to store (0..num_layers), or 'avg' for the mean of all (default 9)")
+    parser.add_argument("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory")
+    parser.add_argument("--ecapa-frames", action="store_true",
+                        help="also store frame-level ECAPA features (MFA layer pooled to 50 Hz; large)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the teachers in float16 (default: on CUDA only)")
+    parser.add_argument("--num-shards", type=int, help="shards to split the manifest into (default: ~1 h each)")
+    parser.add_argument("--shard-index", type=int, help="write only this shard (one process of a job array)")
+    parser.add_argument("--split", dest="splits", action="append", default=[],
+                        help="only utterances of this manifest split (repeatable; default all)")
+    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS, help="padded audio per batch")
+    parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="reject shorter utterances")
+    parser.add_argument("--max-seconds", type=float, help="reject longer utterances (default: none; long files are "
+                        "processed in windows)")
+    parser.add_argument("--read-threads", type=int, default=READ_THREADS, help="audio decoding threads")
+    parser.add_argument("--merge-index", action="store_true",
+                        help="only merge the finished shards' parts into index.json (after a job array)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    try:
+        if args.merge_index:
+            index = shards.merge_index(args.out)
+            print(f"index.json: {index['num_records']} utterances in {len(index['shards'])} shards, "
+                  f"{index['num_rejects']} rejected")
+            return 0
+        if args.manifest is None:
+            print("jaxcodec precompute: error: --manifest is required (unless --merge-index)", file=sys.stderr)
+            return 2
+        options = Options(manifest=args.manifest, out=args.out, hubert=args.hubert, hubert_layer=args.hubert_layer,
+                          ecapa=args.ecapa, ecapa_frames=args.ecapa_frames, device=args.device, half=args.half,
+                          num_shards=args.num_shards, shard_index=args.shard_index, splits=tuple(args.splits),
+                          batch_seconds=args.batch_seconds, min_seconds=args.min_seconds,
+                          max_seconds=args.max_seconds, read_threads=args.read_threads,
+                          progress=not args.no_progress)
+        run(options)
+        return 0
+    except (shards.ShardError, manifest_lib.ManifestError, TeacherLoadError) as err:
+        print(f"jaxcodec precompute: error: {err}", file=sys.stderr)
+        return 2
