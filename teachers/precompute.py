@@ -276,9 +276,9 @@ def _check_existing(out: Path, count: int, provenance: dict, source: dict, field
                                         f"({', '.join(diff)}); use a fresh --out")
 
 
-def run(options: Options, log: Callable[[str], None] = print) -> dict | None:
+def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers | None = None) -> dict | None:
     """Precomputes the shards this process is responsible for; merges the index when all are committed.
-    Returns the index when it was merged, else None."""
+    Returns the index when it was merged, else None. `teachers` may be passed in already loaded (benchmarks)."""
     entries = manifest_lib.read(options.manifest)
     if options.splits:
         entries = [e for e in entries if e.get("split") in options.splits]
@@ -298,7 +298,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict | None:
     log(f"{len(entries)} utterances, {sum(e['duration'] for e in entries) / 3600:.2f} h in {count} shards; "
         f"this process: {len(mine)} shards, {len(mine) - len(todo)} already complete")
     if todo:
-        teachers = Teachers(options)
+        teachers = teachers or Teachers(options)
         provenance, fields = teachers.provenance(), teachers.fields()
         _check_existing(options.out, count, provenance, source, fields)
         assigned = assign(entries, count)
