@@ -62,15 +62,20 @@ def synth_corpus(directory: Path, seconds: float, seed: int = 0) -> list[dict]:
     return rows
 
 
-def forward_only(teachers: precompute.Teachers, rows: list[dict], options: precompute.Options) -> float:
-    """The same batches as the pipeline forms (same order, same budget), audio decoded beforehand."""
+def forward_only(teachers: precompute.Teachers, rows: list[dict], options: precompute.Options) -> dict[str, float]:
+    """The same batches as the pipeline forms (same order, same budget), audio decoded beforehand; seconds spent in
+    each teacher and in both."""
     ordered = sorted(rows, key=lambda e: (e["duration"], e["id"]))
     loaded = [precompute.load(e, options.min_seconds, options.max_seconds) for e in ordered]
     groups = [group for group, _ in precompute.batches(iter(loaded), int(options.batch_seconds * audio.SAMPLE_RATE))]
-    start = time.perf_counter()
+    spent = {"hubert": 0.0, "ecapa": 0.0}
     for group in groups:
-        teachers([u.wav for u in group])
-    return time.perf_counter() - start
+        wavs = [u.wav for u in group]
+        for name in spent:
+            start = time.perf_counter()
+            getattr(teachers, name)(wavs)
+            spent[name] += time.perf_counter() - start
+    return {**spent, "total": spent["hubert"] + spent["ecapa"]}
 
 
 def main() -> int:
@@ -98,13 +103,14 @@ def main() -> int:
         load_seconds = time.perf_counter() - start
         forward_only(teachers, rows[:2], options)  # warm-up: first-call allocations, oneDNN kernel choice
 
-        pipeline, forward = [], []
+        pipeline, forward, parts = [], [], []
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both sides alike
             shutil.rmtree(options.out, ignore_errors=True)
             start = time.perf_counter()
             precompute.run(options, log=lambda m: None, teachers=teachers)
             pipeline.append(time.perf_counter() - start)
-            forward.append(forward_only(teachers, rows, options))
+            parts.append(forward_only(teachers, rows, options))
+            forward.append(parts[-1]["total"])
         p, f = statistics.median(pipeline), statistics.median(forward)
         result = {
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
@@ -115,6 +121,8 @@ def main() -> int:
             "pipeline_audio_seconds_per_second": round(audio_seconds / p, 3),
             "forward_audio_seconds_per_second": round(audio_seconds / f, 3),
             "overhead": round(p / f - 1, 4),
+            "forward_share": {name: round(statistics.median(x[name] for x in parts) / f, 3)
+                              for name in ("hubert", "ecapa")},
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -127,6 +135,8 @@ def main() -> int:
     for name, times in (("pipeline (read → shards)", pipeline), ("model forward only", forward)):
         print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f}–{max(times):.2f} | "
               f"{audio_seconds / statistics.median(times):.2f} |")
+    print(f"forward time: HuBERT {100 * result['forward_share']['hubert']:.0f} %, "
+          f"ECAPA {100 * result['forward_share']['ecapa']:.0f} %")
     print(f"pipeline overhead over the forward: {100 * result['overhead']:+.1f} % (bound: +15 %); "
           f"teacher load {load_seconds:.1f} s; written to {args.out}")
     return 0

@@ -303,7 +303,7 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
         _check_existing(options.out, count, provenance, source, fields)
         assigned = assign(entries, count)
         seconds = sum(e["duration"] for i in todo for e in assigned[i])
-        with _Progress(seconds, options.progress) as progress:
+        with _Progress(seconds, options.progress, log) as progress:
             for i in todo:
                 part = run_shard(teachers, assigned[i], options.out, i, count, options, source, provenance, fields,
                                  progress.update)
@@ -321,9 +321,10 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
 class _Progress:
     """Audio hours done, real-time factor and ETA on one line."""
 
-    def __init__(self, total_seconds: float, enabled: bool):
+    def __init__(self, total_seconds: float, enabled: bool, log: Callable[[str], None]):
         from tqdm import tqdm
 
+        self.enabled, self.log = enabled, log
         self.start = time.perf_counter()
         self.bar = tqdm(total=total_seconds / 3600, disable=not enabled, unit="h", dynamic_ncols=True,
                         bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} audio-h [{elapsed}<{remaining}{postfix}]",
@@ -337,7 +338,10 @@ class _Progress:
         self.bar.update(seconds / 3600)
 
     def write(self, message: str) -> None:
-        self.bar.write(message, file=sys.stderr)
+        if self.enabled:
+            self.bar.write(message, file=sys.stderr)  # above the bar, which stays at the bottom
+        else:
+            self.log(message)
 
     def __enter__(self):
         return self

@@ -227,3 +227,49 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, mode
     ids = [i for shard in index["shards"] for i in shard["ids"]]
     assert sorted(ids) == sorted(r["id"] for r in rows)  # every utterance exactly once
     assert not list(out.glob(".shard-*.tmp-*"))
+
+
+class FlakyTeachers(precompute.Teachers):
+    """Real teachers, except that one utterance length makes the forward raise and another gives NaN features:
+    the batch containing them must still land, with exactly those two rejected."""
+
+    def __init__(self, options, crash_samples, nan_samples):
+        super().__init__(options)
+        self.crash_samples, self.nan_samples = crash_samples, nan_samples
+
+    def __call__(self, wavs):
+        if any(len(w) == self.crash_samples for w in wavs):
+            raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
+        out = super().__call__(wavs)
+        for w, features in zip(wavs, out, strict=True):
+            if len(w) == self.nan_samples:
+                features["hubert"][3] = np.nan
+        return out
+
+
+def test_a_failing_or_non_finite_utterance_is_rejected_and_its_batch_survives(tmp_path, models):
+    rows = good_corpus(tmp_path / "corpus", 6)
+    manifest_path = write_manifest(tmp_path / "manifest.jsonl", rows)
+    lengths = {r["id"]: len(audio.read(r["path"])[0]) for r in rows}
+    crash_id, nan_id = rows[1]["id"], rows[4]["id"]
+    opts = options(manifest_path, tmp_path / "shards", models, batch_seconds=60.0)  # one batch holds them all
+    teachers = FlakyTeachers(opts, lengths[crash_id], lengths[nan_id])
+    index = precompute.run(opts, log=lambda m: None, teachers=teachers)
+    rejects = {r["id"]: r["reason"] for r in map(json.loads, (opts.out / shards.REJECTS_NAME).read_text().splitlines())}
+    assert rejects == {crash_id: "teacher failed: CUDA out of memory (simulated) second line",
+                       nan_id: "teacher output hubert is not finite (NaN/Inf, or beyond float16 range)"}
+    assert index["num_records"] == 4
+
+
+def test_frame_level_ecapa_features_are_stored_on_the_codec_grid(tmp_path, models):
+    rows = good_corpus(tmp_path / "corpus", 2)
+    manifest_path = write_manifest(tmp_path / "manifest.jsonl", rows)
+    out = tmp_path / "shards"
+    index = precompute.run(options(manifest_path, out, models, ecapa_frames=True), log=lambda m: None)
+    assert index["fields"]["ecapa_frames"] == {"dtype": "float16", "shape": ["frames", 96]}
+    assert index["provenance"]["ecapa"]["frame_layer"] == "mfa"
+    assert shards.verify(out)[0] == []  # includes: ecapa_frames rows == ceil(samples / 320)
+    reader = shards.ShardReader(out)
+    reader.require(shards.Requirement(ecapa_frames=True, hubert_layer=HUBERT_LAYER))
+    record = reader[0]
+    assert record["ecapa_frames"].shape == (codec_frames(record["num_samples"]), 96)

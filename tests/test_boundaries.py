@@ -1,0 +1,41 @@
+"""The two worlds meet only at the shard format: jaxcodec/ never imports torch (a TPU host needs no torch), and
+teachers/ never imports jax. Checked statically (every import statement, lazy ones included) and at run time."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_WORLD = {"torch", "torchaudio", "transformers", "speechbrain"}
+JAX_WORLD = {"jax", "jaxlib", "flax", "optax", "orbax", "grain"}
+
+
+def imported_packages(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_jaxcodec_never_imports_torch():
+    offenders = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & TORCH_WORLD)
+                 for p in (ROOT / "jaxcodec").rglob("*.py") if imported_packages(p) & TORCH_WORLD}
+    assert offenders == {}
+
+
+def test_teachers_never_import_jax():
+    offenders = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & JAX_WORLD)
+                 for p in (ROOT / "teachers").rglob("*.py") if imported_packages(p) & JAX_WORLD}
+    assert offenders == {}
+
+
+def test_cli_parser_loads_neither_world():
+    code = ("import sys; from jaxcodec import cli; cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            f"{sorted(TORCH_WORLD | JAX_WORLD)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
