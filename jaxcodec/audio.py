@@ -17,6 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from jaxcodec import atomic
+
 SAMPLE_RATE = 16_000  # Hz: the codec's and both teachers' rate (HuBERT and ECAPA-TDNN are trained at 16 kHz).
 READ_BLOCK_FRAMES = 1 << 16  # input frames per streamed block (~1.4 s at 48 kHz): bounds read memory.
 RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality filter: passband to 0.91·Nyquist, -175 dB stop band.
@@ -191,10 +193,9 @@ def from_int16(pcm: np.ndarray) -> np.ndarray:
 def write(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     """Writes a mono file atomically (a temporary name, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate, subtype=subtype,
-             format=path.suffix.lstrip(".").upper() or "WAV")
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate, subtype=subtype,
+                 format=path.suffix.lstrip(".").upper() or "WAV")
 
 
 def _one_line(err: BaseException) -> str:

@@ -91,6 +91,8 @@ def load(entry: dict, min_seconds: float, max_seconds: float | None) -> Utteranc
         return Rejected(entry, str(err))
     except MemoryError:
         return Rejected(entry, "out of memory while decoding")
+    except Exception as err:  # e.g. permission denied: one unreadable file must not end a long run
+        return Rejected(entry, f"cannot read: {type(err).__name__}: {' '.join(str(err).split())[:300]}")
     pcm, gain = audio.to_int16(wav)
     wav = audio.from_int16(pcm)
     return Utterance(entry, pcm, wav, audio.levels(wav), gain)
@@ -187,6 +189,7 @@ def record(utt: Utterance, features: dict) -> dict:
         "source_channels": int(entry.get("channels", 1)),
         "peak": utt.levels.peak,
         "rms_db": utt.levels.rms_db,
+        "clipped_fraction": utt.levels.clipped_fraction,
         "gain": utt.gain,
         "audio": utt.pcm,
     }

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from jaxcodec import audio
+from jaxcodec import atomic, audio
 
 # SPEAKER/CHAPTER/file, both numeric (LibriSpeech, LibriTTS). Numeric so that an arbitrary corpus such as
 # `wav48/p225/x.wav` falls through to the parent-directory rule instead of making "wav48" its only speaker.
@@ -341,29 +341,14 @@ def rejects_path(out_path: str | os.PathLike) -> Path:
     return out_path.with_name(stem + REJECTS_SUFFIX)
 
 
-def _write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
-    # Same directory so os.replace is a rename on one file system: readers see the old file or the new, never half.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write(entries: Sequence[dict], rejects: Sequence[dict], out_path: str | os.PathLike) -> Path | None:
     """Writes the manifest (JSON lines) and, when there are rejects, the rejects file beside it; a stale
     rejects file from an earlier run is removed. Returns the rejects path, or None."""
     out_path = Path(out_path)
-    _write_jsonl_atomic(out_path, entries)
+    atomic.write_jsonl(out_path, entries)
     rejected = rejects_path(out_path)
     if rejects:
-        _write_jsonl_atomic(rejected, rejects)
+        atomic.write_jsonl(rejected, rejects)
         return rejected
     rejected.unlink(missing_ok=True)
     return None
@@ -475,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, progress=sys.stderr.isatty())
         if not entries:  # an empty manifest would only fail later, in precompute or training
             rejected = rejects_path(args.output)
-            _write_jsonl_atomic(rejected, rejects)
+            atomic.write_jsonl(rejected, rejects)
             raise ManifestError(f"none of the {len(rejects)} audio files is readable, see {rejected}")
         rejected = write(entries, rejects, args.output)
     except ManifestError as err:

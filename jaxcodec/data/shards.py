@@ -28,6 +28,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from jaxcodec import atomic
+
 FORMAT = "jaxcodec-shards"
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -52,11 +54,6 @@ def shard_name(index: int, count: int) -> str:
 
 def part_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.json"
-
-
-def tmp_prefix(name: str) -> str:
-    """Temporary files start with '.' and the final name, so a directory listing shows what they would become."""
-    return f".{name}.tmp-"
 
 
 # --- records ---------------------------------------------------------------------------------------------------
@@ -120,28 +117,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(tmp_prefix(path.name) + str(os.getpid()))
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    path = Path(path)
-    tmp = path.with_name(tmp_prefix(path.name) + str(os.getpid()))
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_part(directory: Path, index: int, count: int) -> dict | None:
     """The committed part-index of one shard, or None when the shard is not complete."""
     part_path = directory / part_name(index, count)
@@ -157,7 +132,7 @@ def remove_stale_temporaries(directory: Path, index: int, count: int) -> list[st
     """Deletes what an interrupted write of this shard left behind (temporary files, a shard without its part)."""
     removed = []
     for name in (shard_name(index, count), part_name(index, count)):
-        for tmp in directory.glob(tmp_prefix(name) + "*"):
+        for tmp in directory.glob(atomic.tmp_prefix(name) + "*"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp.name)
     shard = directory / shard_name(index, count)
@@ -176,7 +151,7 @@ class ShardWriter:
         self.directory = Path(directory)
         self.index, self.count, self.fields = index, count, fields
         self.name = shard_name(index, count)
-        self.tmp_path = self.directory / (tmp_prefix(self.name) + str(os.getpid()))
+        self.tmp_path = self.directory / (atomic.tmp_prefix(self.name) + str(os.getpid()))
         self._writer = ArrayRecordWriter(str(self.tmp_path), WRITER_OPTIONS)
         self.ids: list[str] = []
         self.splits: list[str] = []
@@ -221,7 +196,7 @@ class ShardWriter:
             "rejects": list(rejects),
         }
         os.replace(self.tmp_path, self.directory / self.name)
-        write_json_atomic(self.directory / part_name(self.index, self.count), part)
+        atomic.write_json(self.directory / part_name(self.index, self.count), part)
         return part
 
     def abort(self) -> None:
@@ -278,8 +253,8 @@ def merge_index(directory: str | os.PathLike) -> dict:
         "code_versions": sorted({part.get("code_version", "") for part in parts}),
         "shards": shards,
     }
-    write_jsonl_atomic(directory / REJECTS_NAME, rejects)
-    write_json_atomic(directory / INDEX_NAME, index)
+    atomic.write_jsonl(directory / REJECTS_NAME, rejects)
+    atomic.write_json(directory / INDEX_NAME, index)
     return index
 
 

@@ -273,3 +273,22 @@ def test_frame_level_ecapa_features_are_stored_on_the_codec_grid(tmp_path, model
     reader.require(shards.Requirement(ecapa_frames=True, hubert_layer=HUBERT_LAYER))
     record = reader[0]
     assert record["ecapa_frames"].shape == (codec_frames(record["num_samples"]), 96)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_file_is_rejected_not_fatal(tmp_path, models):
+    rows = good_corpus(tmp_path / "corpus", 3)
+    os.chmod(rows[0]["path"], 0)
+    manifest_path = write_manifest(tmp_path / "manifest.jsonl", rows)
+    index = precompute.run(options(manifest_path, tmp_path / "shards", models), log=lambda m: None)
+    assert index["num_records"] == 2 and index["num_rejects"] == 1
+
+
+def test_unexpected_reader_errors_become_rejects(monkeypatch):
+    def explode(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(audio, "read", explode)
+    result = precompute.load({"id": "x", "path": "/data/x.flac"}, 0.5, None)
+    assert isinstance(result, precompute.Rejected)
+    assert result.reason == "cannot read: PermissionError: [Errno 13] Permission denied: '/data/x.flac'"
