@@ -26,6 +26,7 @@ from teachers.common import (
     TeacherLoadError,
     chunk_plan,
     codec_frames,
+    hub_reachable,
     is_local,
     offline_message,
     weights_sha256,
@@ -303,6 +304,8 @@ def _load_encoder(given: str, source: str, local: bool, device: str, savedir: st
     except TeacherLoadError as cached_error:
         if not _is_offline(cached_error.__cause__):
             raise
+    if not hub_reachable():
+        raise TeacherLoadError(offline_message(KIND, given, FLAG))
     return _from_hparams(given, source, device, savedir, {}, FetchConfig())
 
 

@@ -31,6 +31,7 @@ from teachers.common import (
     chunk_plan,
     codec_frames,
     fit_frames,
+    hub_reachable,
     is_local,
     offline_message,
     weights_sha256,
@@ -192,14 +193,19 @@ def _load(source: str):
     if local and not (Path(source).expanduser() / "config.json").is_file():
         raise TeacherLoadError(f"HuBERT directory '{source}' has no config.json (expected a transformers "
                                f"save_pretrained folder)")
+    # A hub id: the local cache first; the network only when the model is not there and the hub answers.
+    cached = not local
     try:
-        model = HubertModel.from_pretrained(source)
+        model = HubertModel.from_pretrained(source, local_files_only=cached)
     except OSError as err:
         if local:
             raise TeacherLoadError(f"cannot load HuBERT from '{source}': {' '.join(str(err).split())}") from None
-        raise TeacherLoadError(offline_message("HuBERT", source, "--hubert")) from None
+        if not hub_reachable():
+            raise TeacherLoadError(offline_message("HuBERT", source, "--hubert")) from None
+        cached = False
+        model = HubertModel.from_pretrained(source)
     try:
-        do_normalize = bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
+        do_normalize = bool(Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=cached).do_normalize)
     except OSError:
         do_normalize = False
     revision = getattr(model.config, "_commit_hash", None)

@@ -264,10 +264,6 @@ def manifest_sha256(path: Path) -> str:
 
 def _check_existing(out: Path, count: int, provenance: dict, source: dict, fields: dict) -> None:
     """Refuses to mix shards made with other teachers, settings or manifest into one set."""
-    existing = shards.shard_count(out)
-    if existing is not None and existing != count:
-        raise shards.ShardError(f"{out} holds a set of {existing} shards; this run asks for {count} "
-                                f"(use the same --num-shards, or a fresh --out)")
     for i in range(count):
         part = shards.read_part(out, i, count)
         if part is None:
@@ -293,6 +289,10 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
     if options.shard_index is not None and not 0 <= options.shard_index < count:
         raise shards.ShardError(f"--shard-index {options.shard_index} is outside 0..{count - 1}")
     options.out.mkdir(parents=True, exist_ok=True)
+    existing = shards.shard_count(options.out)
+    if existing is not None and existing != count:  # before loading any model
+        raise shards.ShardError(f"{options.out} holds a set of {existing} shards; this run asks for {count} "
+                                f"(use --num-shards {existing}, or a fresh --out)")
     mine = [options.shard_index] if options.shard_index is not None else list(range(count))
     todo = [i for i in mine if shards.read_part(options.out, i, count) is None]
     source = {"manifest_sha256": manifest_sha256(options.manifest), "num_shards": count,

@@ -1,6 +1,8 @@
 """The HuBERT teacher, on a small random checkpoint saved in the hub's on-disk format: padded batches equal the
 stock transformers model on each utterance alone, frames land on the codec's grid, long files are windowed."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,13 @@ def test_bad_layer_and_bad_sources(tmp_path, tiny_dir):
         HubertTeacher("facebook/no-such-hubert-model")  # HF_HUB_OFFLINE=1 (conftest): fails at once
     message = str(err.value)
     assert "\n" not in message and "--hubert DIR" in message and "hub is unreachable" in message
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    """Not cached and the hub refuses connections: one line at once, not huggingface_hub's ~25 s of retries."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
+    start = time.monotonic()
+    with pytest.raises(TeacherLoadError, match="hub is unreachable"):
+        HubertTeacher("facebook/not-cached-anywhere")
+    assert time.monotonic() - start < 5.0

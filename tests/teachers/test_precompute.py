@@ -194,6 +194,8 @@ def test_other_teacher_settings_are_refused_on_an_existing_set(tmp_path, models)
         precompute.run(precompute.Options(manifest=manifest_path, out=out, hubert=models[0], hubert_layer="avg",
                                           ecapa=models[1], num_shards=2, shard_index=1, progress=False),
                        log=lambda m: None)
+    with pytest.raises(shards.ShardError, match=r"holds a set of 2 shards; this run asks for 3 \(use --num-shards 2"):
+        precompute.run(options(manifest_path, out, models, num_shards=3), log=lambda m: None)
     with pytest.raises(shards.ShardError, match="needs --num-shards"):
         precompute.run(options(manifest_path, out, models, shard_index=1), log=lambda m: None)
 
