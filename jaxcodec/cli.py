@@ -134,7 +134,9 @@ def cmd_shards_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcodec", description=__doc__.splitlines()[0])
+    import jaxcodec
+
+    parser = argparse.ArgumentParser(prog="jaxcodec", description=jaxcodec.__doc__.strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="parameter counts per component, frame rate, tokens/s, bitrate")
     _add_config_args(info)

@@ -354,29 +354,31 @@ class _Progress:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
-    parser.add_argument("--out", type=Path, required=True, help="shard directory (created; resumable)")
-    parser.add_argument("--hubert", default=Options.hubert, help="HuBERT hub id or local save_pretrained directory")
-    parser.add_argument("--hubert-layer", default=Options.hubert_layer,
-                        help="hidden layer to store (0..num_layers), or 'avg' for the mean of all (default 9)")
-    parser.add_argument("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory")
-    parser.add_argument("--ecapa-frames", action="store_true",
-                        help="also store frame-level ECAPA features (MFA layer pooled to 50 Hz; large)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
-    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the teachers in float16 (default: on CUDA only)")
-    parser.add_argument("--num-shards", type=int, help="shards to split the manifest into (default: ~1 h each)")
-    parser.add_argument("--shard-index", type=int, help="write only this shard (one process of a job array)")
-    parser.add_argument("--split", dest="splits", action="append", default=[],
-                        help="only utterances of this manifest split (repeatable; default all)")
-    parser.add_argument("--batch-seconds", type=float, default=BATCH_SECONDS, help="padded audio per batch")
-    parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS, help="reject shorter utterances")
-    parser.add_argument("--max-seconds", type=float, help="reject longer utterances (default: none; long files are "
-                        "processed in windows)")
-    parser.add_argument("--read-threads", type=int, default=READ_THREADS, help="audio decoding threads")
-    parser.add_argument("--merge-index", action="store_true",
-                        help="only merge the finished shards' parts into index.json (after a job array)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    default = " (default: %(default)s)"
+    arg = parser.add_argument
+    arg("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
+    arg("--out", type=Path, required=True, help="shard directory (created; resumable)")
+    arg("--hubert", default=Options.hubert, help="HuBERT hub id or local save_pretrained directory" + default)
+    arg("--hubert-layer", default=Options.hubert_layer,
+        help="hidden layer to store (0..num_layers), or 'avg' for the mean of all" + default)
+    arg("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory" + default)
+    arg("--ecapa-frames", action="store_true",
+        help="also store frame-level ECAPA features (MFA layer pooled to 50 Hz; large)")
+    arg("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ..." + default)
+    arg("--half", action=argparse.BooleanOptionalAction, default=None,
+        help="run the teachers in float16 (unset: on CUDA only)")
+    arg("--num-shards", type=int, help="shards to split the manifest into (unset: ~1 h of audio each)")
+    arg("--shard-index", type=int, help="write only this shard (one process of a job array)")
+    arg("--split", dest="splits", action="append", default=[],
+        help="only utterances of this manifest split (repeatable; unset: all)")
+    arg("--batch-seconds", type=float, default=BATCH_SECONDS, help="padded audio seconds per teacher batch" + default)
+    arg("--min-seconds", type=float, default=MIN_SECONDS, help="reject shorter utterances, in seconds" + default)
+    arg("--max-seconds", type=float,
+        help="reject longer utterances (unset: none; long files are processed in windows)")
+    arg("--read-threads", type=int, default=READ_THREADS, help="audio decoding threads" + default)
+    arg("--merge-index", action="store_true",
+        help="only merge the finished shards' parts into index.json (after a job array)")
+    arg("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args) -> int:
