@@ -103,3 +103,17 @@ def test_atomic_write_round_trip(tmp_path):
     back, info = audio.read(path)
     assert info.subtype == "PCM_16" and len(back) == 3_200
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+COMPRESSED = [("ogg", "OGG", "VORBIS", 44_100), ("mp3", "MP3", "MPEG_LAYER_III", 44_100),
+              ("opus", "OGG", "OPUS", 48_000)]
+
+
+@pytest.mark.parametrize("ext, fmt, subtype, rate", COMPRESSED)
+def test_compressed_formats_decode_to_16k_mono(tmp_path, ext, fmt, subtype, rate):
+    path = tmp_path / f"x.{ext}"
+    sf.write(path, tone(1.0, rate, 300.0), rate, format=fmt, subtype=subtype)
+    wav, info = audio.read(path)
+    assert info.format == fmt and info.sample_rate == rate
+    assert abs(len(wav) - 16_000) <= 16_000 * 0.06  # codec priming/padding frames, at most a few tens of ms
+    assert audio.levels(wav).rms_db == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=1.0)
