@@ -113,6 +113,8 @@ class DataConfig:
     short_utterances: Literal["pad", "drop"] = "pad"  # shorter than a segment: pad with a mask, or drop.
     hubert_layer: str = "9"  # which HuBERT features the shards must hold: a layer number or "avg".
     loudness_normalize: bool = False  # normalise each crop's loudness before training.
+    loudness_target_db: float = -20.0  # crop RMS (dBFS, re full scale 1.0) under loudness_normalize; project choice.
+    gain_augment_db: float = 0.0  # random gain in ±this many dB on training crops (0 = off, project default).
     shuffle_seed: int = 0  # global shuffle seed of the input pipeline.
     worker_count: int = 0  # grain multiprocess workers (0 = in-process).
 

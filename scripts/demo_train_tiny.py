@@ -23,7 +23,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import scipy.signal
 import soundfile
 from flax import nnx
@@ -32,6 +31,7 @@ from jaxcodec import config as config_lib
 from jaxcodec import losses, spectral
 from jaxcodec.models.codec import Codec
 from jaxcodec.models.discriminators import Discriminators
+from jaxcodec.train import state as state_lib
 
 # Formant frequencies (Hz) of five vowels, after Peterson & Barney (1952), adult male averages.
 VOWEL_FORMANTS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
@@ -80,13 +80,6 @@ def stand_in_teachers(wav_bn: np.ndarray, config: config_lib.Config) -> tuple[np
     return semantic.astype(np.float32), acoustic.astype(np.float32)
 
 
-def make_optimizer(optim: config_lib.OptimConfig, peak_lr: float, num_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, peak_lr, optim.warmup_steps, max(num_steps, 1),
-                                                  peak_lr * optim.min_lr_ratio)
-    chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-    return optax.chain(*chain, optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/tiny.yaml")
@@ -112,8 +105,8 @@ def main() -> None:
 
     codec = Codec(config, rngs=nnx.Rngs(config.train.seed))
     disc = Discriminators(config.disc, rngs=nnx.Rngs(config.train.seed + 1))
-    gen_opt = nnx.Optimizer(codec, make_optimizer(config.optim, config.optim.learning_rate, steps), wrt=nnx.Param)
-    disc_opt = nnx.Optimizer(disc, make_optimizer(config.optim, config.optim.disc_learning_rate, steps),
+    gen_opt = nnx.Optimizer(codec, state_lib.optimizer(config.optim, config.optim.learning_rate, steps), wrt=nnx.Param)
+    disc_opt = nnx.Optimizer(disc, state_lib.optimizer(config.optim, config.optim.disc_learning_rate, steps),
                              wrt=nnx.Param)
     lc = config.loss
 

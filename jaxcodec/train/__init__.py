@@ -1,0 +1,1 @@
+"""Training: device mesh and shardings, train state, the pure train step, checkpoints, the loop."""

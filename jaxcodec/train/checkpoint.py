@@ -1,0 +1,195 @@
+"""Training checkpoints: a thin, typed wrapper over `orbax.checkpoint.CheckpointManager`.
+
+One checkpoint step is a directory with the items
+  state    the training pytree (params, optimizer states, step, RNG key data, ...), as sharded arrays (PyTree handler)
+  data     the grain iterator position, one JSON file per process (grain's own orbax handler)
+  config   the run config (JSON), so a resume can check what it is resuming
+  metrics  the validation metrics (JSON), written by the manager itself because `best_fn` is set; used for retention
+
+Atomicity comes from orbax: a step is written under `<step>.orbax-checkpoint-tmp*` and renamed to `<step>` only when
+every item is durable, so a run killed mid-save leaves the previous checkpoint intact and the unfinished one invisible
+(a Checkpointer opening the directory removes leftover temporary directories in the background, at the latest
+before its first save).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+_STATE, _DATA, _CONFIG = "state", "data", "config"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be restored as asked (missing, or saved with other shapes)."""
+
+
+class Checkpointer:
+    """Saves and restores training state, data-iterator position, config and metrics under `directory`.
+
+    Retention: the last `keep` steps, plus (if `keep_best`) the step with the lowest `metrics[best_metric]`.
+    Call `save` from every process (orbax coordinates multi-host writes); saves are async unless `async_save=False`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_best: bool = True,
+        best_metric: str = "valid_mel",
+        async_save: bool = True,
+    ):
+        self.best_metric = best_metric
+        # orbax's max_to_keep + best_fn would keep the N *best* steps, not "last N plus the best one", so the policy
+        # is spelled out: a step survives if any of the policies preserves it.
+        policies = [LatestN(n=keep)]
+        if keep_best:
+            # BestN sorts ascending and keeps the tail, so reverse=True puts the lowest score last.
+            policies.append(BestN(get_metric_fn=self._score, reverse=True, n=1, keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            best_fn=self._score,  # without best_fn the manager would not write the metrics item at all
+            best_mode="min",
+            preservation_policy=AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # drop the debris of a killed save (orbax awaits it in the first save)
+        )
+        handlers = {
+            _STATE: ocp.StandardCheckpointHandler(),
+            _DATA: grain.checkpoint.CheckpointHandler(),
+            _CONFIG: ocp.JsonCheckpointHandler(),
+        }
+        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
+        self._pending: int | None = None  # step of the async save that may still be in flight
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        # A checkpoint saved without the metric can never be "best".
+        return float(metrics.get(self.best_metric, math.inf))
+
+    def save(
+        self,
+        step: int,
+        state: PyTree,
+        *,
+        data_iterator: Any = None,
+        config: dict | None = None,
+        metrics: dict[str, float] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Starts saving `state` at `step`; returns False if the manager skipped it (e.g. step already saved).
+
+        The iterator position is read before this returns (grain's handler is synchronous), so the caller may keep
+        advancing the iterator, and the arrays are copied off the devices, so the caller may donate them.
+        """
+        items = {_STATE: ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items[_DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+        if config is not None:
+            items[_CONFIG] = ocp.args.JsonSave(config)
+        # JSON cannot hold numpy/jax scalars; plain floats also keep the metrics file readable. An empty dict (scores
+        # +inf, so never "best") instead of None keeps orbax from warning on every save without metrics.
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+        if saved:
+            self._pending = step
+        return saved
+
+    def restore(
+        self, abstract_state: PyTree, *, step: int | None = None, data_iterator: Any = None
+    ) -> tuple[PyTree, int]:
+        """Restores the state saved at `step` (default: the latest) shaped and sharded like `abstract_state`.
+
+        `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` set; the mesh may differ from the one
+        the checkpoint was saved from. If `data_iterator` is given and the step has an iterator position, the
+        iterator is moved there. Returns (state, step).
+        """
+        step = self._resolve(step)
+        self._check_shapes(step, abstract_state)
+        items = {_STATE: ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            if self._has_item(step, _DATA):
+                items[_DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+            else:
+                log.warning("checkpoint step %d has no data-iterator state; the iterator starts where it is", step)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return restored[_STATE], step
+
+    def all_steps(self) -> list[int]:
+        """Finalized steps, oldest first; a save still in flight in this process is not listed."""
+        steps = sorted(self._manager.all_steps())
+        if self._pending is not None and self._manager.is_saving_in_progress():
+            steps = [s for s in steps if s != self._pending]
+        return steps
+
+    def latest_step(self) -> int | None:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def saved_config(self, step: int | None = None) -> dict | None:
+        """The config saved with `step` (default: the latest), or None if it was saved without one."""
+        step = self._resolve(step)
+        if not self._has_item(step, _CONFIG):
+            return None
+        return self._manager.restore(step, args=ocp.args.Composite(**{_CONFIG: ocp.args.JsonRestore()}))[_CONFIG]
+
+    def wait(self) -> None:
+        """Blocks until every started save is durable (and old steps are deleted); re-raises a failed save."""
+        self._manager.wait_until_finished()
+        self._manager.check_for_errors()
+        self._pending = None
+
+    def close(self) -> None:
+        self._manager.close()
+        self._pending = None
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if step is None and not steps:
+            raise CheckpointError(f"no finalized checkpoint in {self._manager.directory}")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"no finalized checkpoint step {step} in {self._manager.directory} (have {steps})")
+        return step
+
+    def _has_item(self, step: int, name: str) -> bool:
+        # The step's metadata lists only the items that were saved in it.
+        return name in self._manager.item_metadata(step)
+
+    def _check_shapes(self, step: int, abstract_state: PyTree) -> None:
+        """Fails with the first key whose stored shape differs from the requested one (orbax's error names none)."""
+        stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(self._manager.item_metadata(step)[_STATE].tree)}
+        wanted = set()
+        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+            # Orbax names a stored array by its key path joined with '.', the same way as here.
+            name = ".".join(ocp.tree.str_keypath(path))
+            wanted.add(name)
+            want = tuple(np.shape(leaf)) if not hasattr(leaf, "shape") else tuple(leaf.shape)
+            if name not in stored:
+                raise CheckpointError(f"checkpoint step {step} has no entry '{name}' (abstract_state wants {want})")
+            if stored[name] != want:
+                raise CheckpointError(
+                    f"checkpoint step {step}: '{name}' was saved with shape {stored[name]} but abstract_state "
+                    f"wants {want} (did the config change the model?)"
+                )
+        if extra := sorted(stored.keys() - wanted):
+            raise CheckpointError(
+                f"checkpoint step {step} has '{extra[0]}' (and {len(extra) - 1} more) not in abstract_state"
+            )
