@@ -95,6 +95,12 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     return precompute.main(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxcodec.train import loop
+
+    return loop.main(args)
+
+
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from jaxcodec.data import manifest, shards
 
@@ -154,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("precompute", help="run the HuBERT and ECAPA-TDNN teachers into shards (PyTorch)")
     precompute.add_arguments(pre)
     pre.set_defaults(func=cmd_precompute)
+
+    train = sub.add_parser("train", help="train (or resume) the codec on precomputed shards over the device mesh")
+    _add_config_args(train)
+    train.add_argument("--data", required=True, help="shard directory from `jaxcodec precompute`")
+    train.add_argument("--workdir", required=True,
+                       help="run directory (checkpoints, metrics.jsonl, samples); resumed when it holds a checkpoint")
+    train.set_defaults(func=cmd_train)
 
     shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
         dest="shards_command", required=True, metavar="ACTION")

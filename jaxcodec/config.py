@@ -124,7 +124,7 @@ class TrainConfig:
     batch_size: int = 64  # global batch (utterance crops per step; EnCodec: 64).
     num_steps: int = 300_000  # optimizer steps.
     checkpoint_every: int = 5_000  # steps between checkpoints.
-    eval_every: int = 5_000  # steps between validation passes.
+    eval_every: int = 5_000  # steps between validation passes (0: no validation).
     log_every: int = 100  # steps between metric logs.
     seed: int = 0  # parameter-init and training RNG seed.
     disc_warmup_steps: int = 0  # steps before the discriminator and adversarial losses switch on.

@@ -22,6 +22,8 @@ def maybe_initialize_distributed() -> None:
     TPU pod). A single process does nothing."""
     if jax.distributed.is_initialized():
         return
+    # CPU processes need a collectives backend to all-reduce between them (GPUs and TPUs bring their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     explicit = all(os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
     if explicit:
         jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
@@ -53,6 +55,11 @@ def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(config, len(devices))
     auto = (AxisType.Auto,) * len(shape)
+    if jax.process_count() > 1:
+        # Process-major order: the batch axis runs over process 0's devices first, so process p's devices own
+        # global rows [p·b, (p+1)·b), the rows its input pipeline reads (jaxcodec.data.pipeline).
+        ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+        return Mesh(np.asarray(ordered).reshape(shape), tuple(config.axes), axis_types=auto)
     if len(devices) == len(jax.devices()):
         return jax.make_mesh(shape, tuple(config.axes), axis_types=auto, devices=devices)  # topology-aware order
     return Mesh(np.asarray(devices).reshape(shape), tuple(config.axes), axis_types=auto)

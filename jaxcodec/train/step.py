@@ -170,8 +170,8 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict) -> tupl
         "loss/total": total,
         **{f"loss/{name}": value for name, value in terms.items()},
         "loss/disc": d_loss,
-        "grad_norm/generator": optax.global_norm(grads),
-        "grad_norm/disc": optax.global_norm(d_grads),
+        "grad_norm/generator": optax.tree.norm(grads),
+        "grad_norm/disc": optax.tree.norm(d_grads),
         "lr/generator": state_lib.learning_rate(config.optim, config.optim.learning_rate,
                                                 config.train.num_steps)(step),
         "adversarial_on": adversarial_on,
@@ -194,8 +194,9 @@ def init_codebooks(graphs: Graphs, config: Config, state: dict, batch: dict) -> 
 def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding):
     """The step jitted over the mesh: state in and out with its shardings (donated), batch split over devices,
     metrics replicated."""
+    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
     return jax.jit(lambda state, batch: train_step(graphs, config, state, batch),
-                   in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
+                   in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
                    donate_argnums=0)
 
 
