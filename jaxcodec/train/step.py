@@ -117,7 +117,13 @@ def _generator_grads(graphs: Graphs, config: Config, state: dict, disc, batch: d
     return grads, {**direct, **wave_terms}, out, balancer, balancer_metrics
 
 
+UPDATED = ("codec", "disc", "gen_opt", "disc_opt", "balancer")  # what a non-finite step leaves untouched
+
+
 def train_step(graphs: Graphs, config: Config, state: dict, batch: dict) -> tuple[dict, dict]:
+    # A fresh pytree of the pre-step values: nnx.merge reuses the State's Variable objects, so the in-place EMA
+    # codebook update below would otherwise also change the "old" values a non-finite step falls back to.
+    kept = jax.tree.map(lambda x: x, {name: state[name] for name in UPDATED})
     step = state["step"]
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
     adversarial_on = (step >= config.train.disc_warmup_steps).astype(jnp.float32)
@@ -158,7 +164,6 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict) -> tupl
         "disc": {"params": disc_params, "rest": state["disc"]["rest"]},
         "gen_opt": gen_opt, "disc_opt": disc_opt, "balancer": balancer,
     }
-    kept = {name: state[name] for name in candidate}
     new_state = {
         **_select(finite, candidate, kept),
         "step": step + 1,
