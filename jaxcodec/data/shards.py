@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -305,6 +306,7 @@ class ShardReader:
                                     dtype=np.int64)
         self._position = {utt: i for i, utt in enumerate(self.ids)}
         self._readers: dict[int, Any] = {}
+        self._open_lock = threading.Lock()
 
     @property
     def provenance(self) -> dict:
@@ -324,11 +326,12 @@ class ShardReader:
         return shard, record - int(self._starts[shard])
 
     def _reader(self, shard: int):
-        if shard not in self._readers:
-            from array_record.python.array_record_module import ArrayRecordReader
+        with self._open_lock:  # the input pipeline reads from several threads: open each file once
+            if shard not in self._readers:
+                from array_record.python.array_record_module import ArrayRecordReader
 
-            self._readers[shard] = ArrayRecordReader(str(self.files[shard]), "readahead_buffer_size:0")
-        return self._readers[shard]
+                self._readers[shard] = ArrayRecordReader(str(self.files[shard]), "readahead_buffer_size:0")
+            return self._readers[shard]
 
     def __getitem__(self, record: int) -> dict[str, Any]:
         shard, local = self.locate(int(record))
@@ -373,7 +376,12 @@ class ShardReader:
     def __getstate__(self):  # grain copies data sources into worker processes: reopen files there
         state = self.__dict__.copy()
         state["_readers"] = {}
+        del state["_open_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open_lock = threading.Lock()
 
     def __enter__(self):
         return self
