@@ -101,6 +101,7 @@ class OptimConfig:
     disc_learning_rate: float = 3e-4  # discriminator peak LR.
     b1: float = 0.5  # Adam β1 (EnCodec: 0.5).
     b2: float = 0.9  # Adam β2 (EnCodec: 0.9).
+    eps: float = 1e-8  # Adam ε (torch.optim.Adam and optax default, as EnCodec trains).
     weight_decay: float = 0.0  # AdamW decoupled weight decay.
     warmup_steps: int = 1000  # linear warm-up steps before the cosine decay.
     min_lr_ratio: float = 0.1  # final LR as a fraction of the peak.

@@ -264,3 +264,12 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh, batch_spec=None) -> d
     if rows % shards:
         raise ValueError(f"global batch of {rows} rows cannot be split over {shards} devices on mesh axes {axes}")
     return {key: jax.make_array_from_process_local_data(sharding, value) for key, value in local_batch.items()}
+
+
+def local_rows(global_array) -> np.ndarray:
+    """The rows of a batch-sharded global array that this process holds, in the order `global_batch` took them
+    from the local batch (shards replicated over another mesh axis are taken once)."""
+    by_start: dict[int, np.ndarray] = {}
+    for shard in global_array.addressable_shards:
+        by_start.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
+    return np.concatenate([by_start[start] for start in sorted(by_start)])

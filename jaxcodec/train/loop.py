@@ -4,7 +4,8 @@ Starts a run, or resumes it when W holds a checkpoint: the state (parameters, op
 balancer, step, RNG) and the input pipeline's position come back exactly, so a run killed at any moment continues
 the trajectory it was on. The loop never waits for the device to log: step k's metrics are fetched after step k+1
 has been dispatched. Writes W/config.json, W/metrics.jsonl (one JSON line per logged step and per validation),
-W/checkpoints/ (orbax) and W/samples/STEP/*.wav (validation reconstructions).
+W/checkpoints/ (orbax), W/tensorboard/ (scalars, validation audio and spectrograms) and W/samples/STEP/*.wav
+(validation reconstructions); logs, metrics and samples come from process 0 only.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
 from jaxcodec.data.shards import ShardError, ShardReader
+from jaxcodec.eval import metrics as eval_metrics
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
 from jaxcodec.train.checkpoint import Checkpointer
+from jaxcodec.train.tensorboard import TensorBoard
 
 # Config keys whose change would alter array shapes or the data stream: a resumed run must keep them.
 RESUME_FIXED = ("model.", "rvq.n_q", "rvq.codebook_size", "disc.", "loss.balancer", "data.", "train.batch_size",
                 "train.seed")
 SAMPLES_PER_VALIDATION = 2  # validation reconstructions written as WAV files at each validation
+PESQ_CLIPS = 8  # validation crops scored with PESQ (a cheap trend line; `jaxcodec eval` scores whole files)
 BEST_METRIC = "valid_mel"
 
 
@@ -65,22 +69,34 @@ def _to_python(tree) -> dict:
     return {k: (v.item() if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in tree.items()}
 
 
-class _MetricsLog:
-    """metrics.jsonl, appended and flushed line by line (a killed run loses at most the line being written)."""
+class _Logs:
+    """Where a run reports, written by process 0 only (every process computes the same global metrics):
+    metrics.jsonl, appended and flushed line by line (a killed run loses at most the line being written), the
+    TensorBoard event files, and the progress lines."""
 
-    def __init__(self, path: Path, start_step: int):
-        if path.exists():  # drop lines of steps a resumed run will redo
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) < start_step]
-            atomic.write_text(path, "".join(line + "\n" for line in kept))
-        self.file = open(path, "a", encoding="utf-8")
+    def __init__(self, workdir: Path, start_step: int, log):
+        self.lead = jax.process_index() == 0
+        self.log = log if self.lead else (lambda *_: None)
+        self.board = TensorBoard(workdir / "tensorboard", start_step, enabled=self.lead)
+        self.file = None
+        if self.lead:
+            path = workdir / "metrics.jsonl"
+            if path.exists():  # drop lines of steps a resumed run will redo
+                kept = [line for line in path.read_text().splitlines()
+                        if line.strip() and json.loads(line).get("step", 0) < start_step]
+                atomic.write_text(path, "".join(line + "\n" for line in kept))
+            self.file = open(path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        self.board.scalars(row["step"], row)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+        self.board.close()
 
 
 def _eval_step(graphs, config: Config, state: dict, batch: dict) -> dict:
@@ -91,25 +107,48 @@ def _eval_step(graphs, config: Config, state: dict, batch: dict) -> dict:
             "l1": losses.l1_time(wav, recon, mask), "recon": recon}
 
 
-def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: int, workdir: Path) -> dict:
+def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: int, workdir: Path,
+             board: TensorBoard) -> tuple[dict, dict]:
+    """Mean mel and L1 reconstruction losses over the valid split (every process, global batches), and on process
+    0 wide-band PESQ of the first PESQ_CLIPS crops (when the eval extra is installed), the first
+    SAMPLES_PER_VALIDATION crops as WAV files and TensorBoard audio/spectrograms. Returns (scores identical on
+    every process, process-0 extras)."""
     dataset = pipeline.make_dataset(reader, config, split="valid", shuffle=False, repeat=False,
                                     process_index=jax.process_index(), process_count=jax.process_count())
-    totals, count, samples_written = {"mel": 0.0, "l1": 0.0}, 0, 0
+    lead = jax.process_index() == 0
+    use_pesq = lead and eval_metrics.pesq_available() and config.model.sample_rate == eval_metrics.PESQ_SAMPLE_RATE
+    totals, count, clips, pesq_scores, pesq_skipped = {"mel": 0.0, "l1": 0.0}, 0, 0, [], 0
     for local in dataset:
         out = eval_fn(state, pipeline.global_batch(local, mesh))
         for name in totals:
             totals[name] += float(out[name])
         count += 1
-        if samples_written < SAMPLES_PER_VALIDATION and jax.process_index() == 0:
-            recon = np.asarray(jax.device_get(out["recon"].addressable_shards[0].data))
-            folder = workdir / "samples" / f"{step:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            audio.write(folder / f"reconstruction_{samples_written}.wav", recon[0])
-            audio.write(folder / f"original_{samples_written}.wav", local["wav"][0])
-            samples_written += 1
+        if not lead or clips >= max(PESQ_CLIPS if use_pesq else 0, SAMPLES_PER_VALIDATION):
+            continue
+        recon = pipeline.local_rows(out["recon"])
+        for original, reconstruction, mask in zip(local["wav"], recon, local["mask"], strict=True):
+            n = int(mask.sum())  # crops of short utterances are zero-padded: score and save the real part
+            original, reconstruction = original[:n], reconstruction[:n]
+            if use_pesq and clips < PESQ_CLIPS:
+                try:
+                    pesq_scores.append(eval_metrics.pesq_wb(original, reconstruction, config.model.sample_rate))
+                except ValueError:  # too short or no speech found: not a score
+                    pesq_skipped += 1
+            if clips < SAMPLES_PER_VALIDATION:
+                folder = workdir / "samples" / f"{step:08d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                audio.write(folder / f"reconstruction_{clips}.wav", reconstruction)
+                audio.write(folder / f"original_{clips}.wav", original)
+                board.clip(step, f"valid/clip_{clips}", original, reconstruction, config.model.sample_rate)
+            clips += 1
     if count == 0:
-        return {}
-    return {f"valid_{name}": value / count for name, value in totals.items()}
+        return {}, {}
+    extras = {}
+    if pesq_scores:
+        extras["valid_pesq"] = float(np.mean(pesq_scores))
+    if pesq_skipped:
+        extras["valid_pesq_skipped"] = pesq_skipped
+    return {f"valid_{name}": value / count for name, value in totals.items()}, extras
 
 
 def train(config: Config, data: str | Path, workdir: str | Path, log=print) -> dict:
@@ -151,7 +190,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         atomic.write_json(workdir / "config.json", config_lib.to_dict(config))
     step_fn = step_lib.jit_step(graphs, config, shardings, batch_sharding)
     eval_fn = jax.jit(lambda s, b: _eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
-    metrics_log = _MetricsLog(workdir / "metrics.jsonl", start)
+    logs = _Logs(workdir, start, log)
     seconds_per_batch = tc.batch_size * config.data.segment_seconds
     last: dict = {}
     pending = None  # (step, metrics on device): fetched one step later so the host never waits for the device
@@ -163,29 +202,30 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                 state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
             state, metrics = step_fn(state, batch)
             if pending is not None:
-                last = _report(pending, state, tc, metrics_log, log, started, timed_from, seconds_per_batch)
+                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
             pending = (step, metrics)
             done = step + 1
             validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
             if validating:  # report this step first, so the log stays in step order
-                last = _report(pending, state, tc, metrics_log, log, started, timed_from, seconds_per_batch)
+                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
                 pending = None
-            scores = validate(eval_fn, state, reader, config, mesh, done, workdir) if validating else {}
+            scores, extras = (validate(eval_fn, state, reader, config, mesh, done, workdir, logs.board)
+                              if validating else ({}, {}))
             if scores:
-                metrics_log.write({"step": done, **scores})
-                log(f"step {done}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                logs.write({"step": done, **scores, **extras})
+                logs.log(f"step {done}: " + "  ".join(f"{k} {v:.4f}" for k, v in {**scores, **extras}.items()))
             if done % tc.checkpoint_every == 0 or done == tc.num_steps:
                 checkpointer.save(done, state, data_iterator=iterator, config=config_lib.to_dict(config),
                                   metrics=scores or None)
         if pending is not None:
-            last = _report(pending, state, tc, metrics_log, log, started, timed_from, seconds_per_batch, final=True)
+            last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, final=True)
         checkpointer.wait()
     finally:
-        metrics_log.close()
+        logs.close()
     return last
 
 
-def _report(pending, state, tc, metrics_log: _MetricsLog, log, started: float, timed_from: int,
+def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
             seconds_per_batch: float, final: bool = False) -> dict:
     step, metrics = pending
     row = _to_python(jax.device_get(metrics))
@@ -198,9 +238,9 @@ def _report(pending, state, tc, metrics_log: _MetricsLog, log, started: float, t
     rate = steps_done * seconds_per_batch / max(elapsed, 1e-9)
     row.update(step=step, audio_seconds_per_second=round(rate, 2), elapsed=round(elapsed, 2))
     if step % tc.log_every == 0 or final:
-        metrics_log.write(row)
+        logs.write(row)
         eta = (tc.num_steps - step - 1) * elapsed / max(steps_done, 1)
-        log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
+        logs.log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
             f"sem {row['loss/semantic']:.3f}  ac {row['loss/acoustic']:.3f}  disc {row['loss/disc']:.3f}  "
             f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")
     return row

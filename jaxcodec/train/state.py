@@ -52,7 +52,7 @@ def learning_rate(optim: OptimConfig, peak: float, num_steps: int) -> optax.Sche
 def optimizer(optim: OptimConfig, peak: float, num_steps: int) -> optax.GradientTransformation:
     chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
     return optax.chain(*chain, optax.adamw(learning_rate(optim, peak, num_steps), b1=optim.b1, b2=optim.b2,
-                                           weight_decay=optim.weight_decay))
+                                           eps=optim.eps, weight_decay=optim.weight_decay))
 
 
 def generator_optimizer(config: Config) -> optax.GradientTransformation:

@@ -259,3 +259,31 @@ def test_statistics_and_forward_identical_on_1_and_8_devices():
             np.testing.assert_array_equal(a, b)
         else:  # sums reduced in another order across devices
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_kmeans_initialisation_identical_on_1_and_8_devices():
+    """k-means init from a batch sharded over 8 devices (global sums all-reduced by the compiler) equals the
+    1-device init, on data with well-separated clusters. (On a tight cloud of near-duplicates, as an untrained
+    encoder's output, k-means assignments flip under 1e-7 input noise even on one device: see
+    tests/train/test_training.py.)"""
+    q = make_rvq(n_q=2, codebook_size=16, kmeans_iters=10)
+    centres = 4.0 * jax.random.normal(jax.random.key(1), (16, DIM))
+    assign = jax.random.randint(jax.random.key(2), (8, 25), 0, 16)
+    z = centres[assign] + 0.1 * jax.random.normal(jax.random.key(3), (8, 25, DIM))
+    mask = jnp.ones((8, 25)).at[0, 20:].set(0.0)
+    graphdef, state = nnx.split(q)
+
+    @jax.jit
+    def init(state, z, mask):
+        module = nnx.merge(graphdef, state)
+        module.initialize(z, mask, jax.random.key(4))
+        return nnx.state(module)
+
+    single = init(state, z, mask)
+    mesh = Mesh(np.array(jax.devices()).reshape(8), ("data",))
+    sharded = init(state, jax.device_put(z, NamedSharding(mesh, P("data"))),
+                   jax.device_put(mask, NamedSharding(mesh, P("data"))))
+    np.testing.assert_array_equal(np.asarray(single["cluster_size"][...]), np.asarray(sharded["cluster_size"][...]))
+    np.testing.assert_allclose(np.asarray(sharded["embed"][...]), np.asarray(single["embed"][...]), rtol=1e-5,
+                               atol=1e-6)
+    assert float(np.asarray(single["cluster_size"][...])[0].sum()) == 8 * 25 - 5  # padding excluded

@@ -1,0 +1,1 @@
+"""Evaluation: objective metrics, and (later) ASR, speaker, voice conversion, probes and the report."""

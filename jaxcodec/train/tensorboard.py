@@ -1,0 +1,88 @@
+"""TensorBoard logs of a run (tensorboardX: event files without TensorFlow or torch).
+
+`W/tensorboard/` gets the training metrics as scalars (per-level codebook metrics as one scalar per level),
+validation scores, and at each validation the first clips as audio and as original-over-reconstruction
+spectrogram images. Only process 0 writes. On resume the writer is opened with `purge_step` = the resume step,
+so TensorBoard drops the previous run's points from that step on instead of drawing two overlapping curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+
+SPECTROGRAM_N_FFT = 512  # 32 ms at 16 kHz: the usual speech spectrogram resolution
+SPECTROGRAM_HOP = 128  # 8 ms
+SPECTROGRAM_RANGE_DB = 80.0  # dynamic range shown below each image's peak
+IMAGE_SEPARATOR_ROWS = 4  # white rows between the original and the reconstruction
+
+
+def scalar_items(row: dict) -> list[tuple[str, float]]:
+    """(tag, value) pairs of a metrics row: numbers as they are, per-level lists as `name/level_L`; bookkeeping
+    keys (step, elapsed) are skipped."""
+    items = []
+    for key, value in row.items():
+        if key in ("step", "elapsed"):
+            continue
+        if isinstance(value, list | tuple | np.ndarray):
+            base = key[:-2] if key.endswith("_q") else key
+            items += [(f"{base}/level_{level}", float(v)) for level, v in enumerate(np.ravel(value))]
+        elif isinstance(value, int | float | np.number):
+            items.append((key, float(value)))
+    return items
+
+
+def spectrogram_image(wavs: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """Log-magnitude spectrograms of `wavs` stacked top to bottom (low frequencies down), as an RGB uint8
+    [H, W, 3] image coloured with matplotlib's magma, on a shared dB scale so they can be compared."""
+    from matplotlib import colormaps
+
+    specs = []
+    for wav in wavs:
+        _, _, z = scipy.signal.stft(np.asarray(wav, np.float64), fs=sample_rate, nperseg=SPECTROGRAM_N_FFT,
+                                    noverlap=SPECTROGRAM_N_FFT - SPECTROGRAM_HOP)
+        specs.append(20 * np.log10(np.abs(z) + 1e-10)[::-1])  # frequency ascending → image rows top-down
+    top = max(s.max() for s in specs)
+    width = max(s.shape[1] for s in specs)
+    rows = []
+    for i, spec in enumerate(specs):
+        scaled = np.clip((spec - (top - SPECTROGRAM_RANGE_DB)) / SPECTROGRAM_RANGE_DB, 0.0, 1.0)
+        padded = np.zeros((spec.shape[0], width))
+        padded[:, :spec.shape[1]] = scaled
+        rgb = colormaps["magma"](padded)[..., :3]
+        if i:
+            rows.append(np.ones((IMAGE_SEPARATOR_ROWS, width, 3)))
+        rows.append(rgb)
+    return (np.concatenate(rows) * 255).round().astype(np.uint8)
+
+
+class TensorBoard:
+    """A no-op unless `enabled` (process 0): the loop calls it the same way on every process."""
+
+    def __init__(self, logdir: Path, start_step: int, enabled: bool = True):
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(logdir), purge_step=start_step or None, flush_secs=30)
+
+    def scalars(self, step: int, row: dict) -> None:
+        if self.writer is not None:
+            for tag, value in scalar_items(row):
+                self.writer.add_scalar(tag, value, step)
+
+    def clip(self, step: int, name: str, original: np.ndarray, reconstruction: np.ndarray, sample_rate: int) -> None:
+        """One validation clip: both waveforms as audio, and their spectrograms in one image."""
+        if self.writer is None:
+            return
+        for kind, wav in (("original", original), ("reconstruction", reconstruction)):
+            self.writer.add_audio(f"{name}/{kind}", np.clip(np.asarray(wav, np.float32), -1, 1), step,
+                                  sample_rate=sample_rate)
+        self.writer.add_image(f"{name}/spectrogram", spectrogram_image([original, reconstruction], sample_rate),
+                              step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
