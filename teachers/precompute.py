@@ -46,6 +46,7 @@ class Options:
     hubert_layer: str = "9"
     ecapa: str = "speechbrain/spkrec-ecapa-voxceleb"
     ecapa_frames: bool = False
+    acoustic_teacher: str = "ecapa"  # ecapa | resemblyzer (offline: weights ship in its PyPI package)
     device: str = "cpu"
     half: bool | None = None  # float16 teachers; default: on CUDA only
     num_shards: int | None = None
@@ -139,14 +140,25 @@ class Teachers:
     def __init__(self, options: Options):
         import torch
 
-        from teachers.ecapa import EcapaTeacher
         from teachers.hubert import HubertTeacher
 
         half = options.half if options.half is not None else options.device.startswith("cuda")
         dtype = torch.float16 if half else torch.float32
         self.hubert = HubertTeacher(options.hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
                                     max_batch_seconds=options.batch_seconds)
-        self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames)
+        # The acoustic teacher fills the shards' `ecapa` field (what training reads); provenance names the model.
+        if options.acoustic_teacher == "resemblyzer":
+            from teachers.resemblyzer import ResemblyzerTeacher
+
+            if options.ecapa_frames:
+                raise TeacherLoadError("--ecapa-frames needs ECAPA-TDNN: resemblyzer gives utterance embeddings only")
+            self.ecapa = ResemblyzerTeacher(device=options.device)
+        elif options.acoustic_teacher == "ecapa":
+            from teachers.ecapa import EcapaTeacher
+
+            self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames)
+        else:
+            raise TeacherLoadError(f"unknown acoustic teacher {options.acoustic_teacher!r}: ecapa or resemblyzer")
         self.half = half
 
     def provenance(self) -> dict:
@@ -362,6 +374,9 @@ def add_arguments(parser) -> None:
     arg("--hubert-layer", default=Options.hubert_layer,
         help="hidden layer to store (0..num_layers), or 'avg' for the mean of all" + default)
     arg("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory" + default)
+    arg("--acoustic-teacher", choices=("ecapa", "resemblyzer"), default=Options.acoustic_teacher,
+        help="acoustic (timbre/prosody) target: ECAPA-TDNN (--ecapa), or resemblyzer's 256-d speaker encoder, whose "
+             "weights ship in its PyPI package (no hub needed)" + default)
     arg("--ecapa-frames", action="store_true",
         help="also store frame-level ECAPA features (MFA layer pooled to 50 Hz; large)")
     arg("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ..." + default)
@@ -392,7 +407,8 @@ def main(args) -> int:
             print("jaxcodec precompute: error: --manifest is required (unless --merge-index)", file=sys.stderr)
             return 2
         options = Options(manifest=args.manifest, out=args.out, hubert=args.hubert, hubert_layer=args.hubert_layer,
-                          ecapa=args.ecapa, ecapa_frames=args.ecapa_frames, device=args.device, half=args.half,
+                          ecapa=args.ecapa, ecapa_frames=args.ecapa_frames, acoustic_teacher=args.acoustic_teacher,
+                          device=args.device, half=args.half,
                           num_shards=args.num_shards, shard_index=args.shard_index, splits=tuple(args.splits),
                           batch_seconds=args.batch_seconds, min_seconds=args.min_seconds,
                           max_seconds=args.max_seconds, read_threads=args.read_threads,
