@@ -101,6 +101,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return loop.main(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jaxcodec import demo
+
+    return demo.main(args)
+
+
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from jaxcodec.data import manifest, shards
 
@@ -167,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True,
                        help="run directory (checkpoints, metrics.jsonl, samples); resumed when it holds a checkpoint")
     train.set_defaults(func=cmd_train)
+
+    from jaxcodec import demo
+
+    dem = sub.add_parser("demo", help="the whole pipeline on the bundled corpus, on CPU, in minutes: manifest → "
+                                      "teachers → training → evaluation → tokens → report.md")
+    demo.add_arguments(dem)
+    dem.set_defaults(func=cmd_demo)
 
     shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
         dest="shards_command", required=True, metavar="ACTION")

@@ -134,6 +134,22 @@ def batches(items: Iterator[Utterance | Rejected], budget_samples: int) -> Itera
         yield current, rejected
 
 
+RANDOM_PREFIX = "random:"  # --hubert random:base[:SEED]
+
+
+def _random_hubert(source: str, out: Path) -> tuple[str, str]:
+    """`random:SIZE[:SEED]` → a HuBERT of that architecture with seeded random weights, saved once under
+    OUT/teachers/ in the hub's format; returns (its directory, the label recorded in the provenance)."""
+    from teachers.hubert import save_random_hubert
+
+    parts = source[len(RANDOM_PREFIX):].split(":")
+    size, seed = parts[0] or "base", int(parts[1]) if len(parts) > 1 else 0
+    directory = Path(out) / "teachers" / f"hubert-{size}-random-seed{seed}"
+    if not (directory / "config.json").is_file():
+        save_random_hubert(directory, size=size, seed=seed)
+    return str(directory), f"HuBERT-{size} architecture, random weights (seed {seed}), NOT pretrained"
+
+
 class Teachers:
     """Both teachers behind one call; the only place precompute touches torch models."""
 
@@ -144,7 +160,10 @@ class Teachers:
 
         half = options.half if options.half is not None else options.device.startswith("cuda")
         dtype = torch.float16 if half else torch.float32
-        self.hubert = HubertTeacher(options.hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
+        hubert, self.random_hubert = options.hubert, None
+        if hubert.startswith(RANDOM_PREFIX):  # an offline stand-in: the architecture with seeded random weights
+            hubert, self.random_hubert = _random_hubert(hubert, options.out)
+        self.hubert = HubertTeacher(hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
                                     max_batch_seconds=options.batch_seconds)
         # The acoustic teacher fills the shards' `ecapa` field (what training reads); provenance names the model.
         if options.acoustic_teacher == "resemblyzer":
@@ -162,8 +181,11 @@ class Teachers:
         self.half = half
 
     def provenance(self) -> dict:
+        hubert = self.hubert.provenance()
+        if self.random_hubert is not None:
+            hubert["random_init"] = self.random_hubert  # never to be mistaken for a pretrained HuBERT
         return {
-            "hubert": self.hubert.provenance(),
+            "hubert": hubert,
             "ecapa": self.ecapa.provenance(),
             "sample_rate": audio.SAMPLE_RATE,
             "hop_length": CODEC_HOP,
@@ -370,7 +392,9 @@ def add_arguments(parser) -> None:
     arg = parser.add_argument
     arg("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
     arg("--out", type=Path, required=True, help="shard directory (created; resumable)")
-    arg("--hubert", default=Options.hubert, help="HuBERT hub id or local save_pretrained directory" + default)
+    arg("--hubert", default=Options.hubert,
+        help="HuBERT hub id or local save_pretrained directory, or random:base[:SEED] for the architecture with "
+             "seeded random weights (an offline stand-in, labelled as such in the shards)" + default)
     arg("--hubert-layer", default=Options.hubert_layer,
         help="hidden layer to store (0..num_layers), or 'avg' for the mean of all" + default)
     arg("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory" + default)

@@ -136,6 +136,12 @@ class Checkpointer:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
+    def best_step(self) -> int | None:
+        """The kept step with the lowest `best_metric`, or None if no kept step has one."""
+        scored = [(self._score(m), s) for s in self.all_steps() if (m := self._manager.metrics(s))]
+        scored = [(score, s) for score, s in scored if math.isfinite(score)]
+        return min(scored)[1] if scored else None
+
     def saved_config(self, step: int | None = None) -> dict | None:
         """The config saved with `step` (default: the latest), or None if it was saved without one."""
         step = self._resolve(step)

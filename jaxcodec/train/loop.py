@@ -151,8 +151,12 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
     return {f"valid_{name}": value / count for name, value in totals.items()}, extras
 
 
-def train(config: Config, data: str | Path, workdir: str | Path, log=print) -> dict:
-    """Runs (or resumes) training to `train.num_steps`; returns the last logged metrics."""
+def train(config: Config, data: str | Path, workdir: str | Path, log=print, time_budget: float | None = None) -> dict:
+    """Runs (or resumes) training to `train.num_steps`; returns the last logged metrics.
+
+    `time_budget` (seconds from the call, e.g. a demo's): once it is spent the loop validates, checkpoints the
+    step it reached and returns early (`last["stopped_early"]`); the same call later resumes from there."""
+    deadline = None if time_budget is None else time.monotonic() + time_budget
     sharding.maybe_initialize_distributed()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -162,13 +166,13 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print) -> d
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
                                 best_metric=BEST_METRIC)
     try:
-        return _run(config, reader, workdir, mesh, checkpointer, has_valid, log)
+        return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline)
     finally:
         checkpointer.close()
 
 
 def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer: Checkpointer, has_valid: bool,
-         log) -> dict:
+         log, deadline: float | None = None) -> dict:
     tc = config.train
     graphs, shapes = state_lib.abstract(config)
     shardings = sharding.state_shardings(shapes, mesh, config.mesh)
@@ -205,7 +209,10 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                 last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
             pending = (step, metrics)
             done = step + 1
-            validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or done == tc.num_steps)
+            # Every process must agree to stop at the same step (they all checkpoint it): process 0 decides.
+            out_of_time = deadline is not None and _agreed(time.monotonic() > deadline)
+            last_step = done == tc.num_steps or out_of_time
+            validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or last_step)
             if validating:  # report this step first, so the log stays in step order
                 last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
                 pending = None
@@ -214,15 +221,29 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             if scores:
                 logs.write({"step": done, **scores, **extras})
                 logs.log(f"step {done}: " + "  ".join(f"{k} {v:.4f}" for k, v in {**scores, **extras}.items()))
-            if done % tc.checkpoint_every == 0 or done == tc.num_steps:
+            if done % tc.checkpoint_every == 0 or last_step:
                 checkpointer.save(done, state, data_iterator=iterator, config=config_lib.to_dict(config),
                                   metrics=scores or None)
+            if out_of_time and done < tc.num_steps:
+                logs.log(f"time budget spent: stopped at step {done} of {tc.num_steps} (checkpointed; rerun to "
+                         f"continue)")
+                break
         if pending is not None:
             last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, final=True)
+        last = {**last, "stopped_early": bool(out_of_time and done < tc.num_steps)} if start < tc.num_steps else last
         checkpointer.wait()
     finally:
         logs.close()
     return last
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's value of `flag` on every process (one tiny broadcast; free on a single process)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,

@@ -354,3 +354,40 @@ def test_resume_refuses_a_shape_changing_config(tmp_path, straight_run):
     with pytest.raises(loop.TrainingError, match=r"another model.dimension \(model.dimension: 16 → 32\)"):
         loop.check_resumable(saved, micro_config(model={"dimension": 32}))
     assert loop.check_resumable(saved, micro_config(optim={"learning_rate": 5e-4})) == ["optim.learning_rate"]
+
+
+def test_load_the_trained_codec_as_a_tokenizer(straight_run):
+    """jaxcodec.load(W): the latest or best checkpoint's codec, numpy in and out; its tokens are the restored
+    training state's own (codec.encode on the exact length), bucketing changes none of the frames checked."""
+    import jaxcodec
+
+    tokenizer = jaxcodec.load(straight_run)
+    assert tokenizer.step == STEPS and (tokenizer.n_q, tokenizer.codebook_size) == (2, 16)
+    rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
+    scores = {row["step"]: row["valid_mel"] for row in rows if "valid_mel" in row}
+    assert jaxcodec.load(straight_run, "best").step == min(scores, key=scores.get)
+
+    rng = np.random.default_rng(5)
+    t = np.arange(7_000) / 16_000
+    wav = (0.3 * np.sin(2 * np.pi * 150 * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    codes = tokenizer.encode(wav)
+    assert codes.shape == (2, -(-7_000 // 320)) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < 16
+    assert tokenizer.encode(np.stack([wav, wav])).shape == (2, 2, codes.shape[1])
+    assert tokenizer.encode(wav, n_q=1).shape == (1, codes.shape[1])
+    assert tokenizer.decode(codes).shape == (codes.shape[1] * 320,)
+    assert tokenizer.reconstruct(wav).shape == wav.shape
+
+    # The restored training state's codec on the exact length gives the same tokens (away from the padded end).
+    from flax import nnx
+
+    state = restore_final(straight_run)
+    codec = state_lib.merge_codec(state_lib.abstract(micro_config())[0], state)
+    exact = np.asarray(nnx.jit(lambda m, w: m.encode(w))(codec, wav[None]))[0]
+    assert np.array_equal(exact[:, :-2], codes[:, :-2])
+    with pytest.raises(ValueError, match="codes must be in 0..15"):
+        tokenizer.decode(codes + 16)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tokenizer.encode(np.full(400, np.nan, np.float32))
+    with pytest.raises(FileNotFoundError, match="no such training workdir"):
+        jaxcodec.load(straight_run / "nothing-here")

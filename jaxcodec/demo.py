@@ -1,0 +1,266 @@
+"""`jaxcodec demo [--out DIR] [--minutes M]`: the whole pipeline on the bundled corpus, on CPU, in minutes.
+
+Stages, each through the code path of its stand-alone command:
+  1. manifest    `jaxcodec manifest` on jaxcodec/data/corpus (14 TTS speakers; 3 test speakers unseen in training)
+  2. teachers    `jaxcodec precompute`, in a subprocess (the only stage that runs PyTorch). With the model hub
+                 reachable, or --hubert/--ecapa naming local directories, the real HuBERT and ECAPA-TDNN; offline,
+                 a HuBERT-base with seeded random weights (labelled NOT pretrained everywhere) and resemblyzer's
+                 pretrained speaker encoder, which ships in its PyPI package.
+  3. training    `jaxcodec train` with configs/tiny.yaml, stopped by the time budget if it runs out first
+  4. evaluation  PESQ-wb, STOI, mel distance and SI-SDR on the unseen test speakers, for the trained model and
+                 for the untrained one (the baseline row)
+  5. tokens      every test utterance tokenized (DIR/tokens/*.npy), with token statistics
+  6. report      DIR/report.md with PNG plots (training curves, spectrograms) and the WAVs to listen to
+
+Everything lands in DIR (default demo_out/): manifest.jsonl, shards/, workdir/ (`jaxcodec.load` accepts it),
+tokens/, samples/, report.md. A rerun reuses the finished stages (precompute and training resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxcodec import atomic, audio
+from jaxcodec.data import manifest as manifest_lib
+
+PACKAGE = Path(__file__).resolve().parent
+CORPUS = PACKAGE / "data" / "corpus"
+TINY_CONFIG = PACKAGE.parent / "configs" / "tiny.yaml"
+DEFAULT_MINUTES = 15.0
+EVAL_RESERVE_SECONDS = 150.0  # kept back from training for evaluation, tokenization and the report
+DEMO_STEPS = 600  # the cosine schedule's length; the time budget usually stops training before it
+REPORT_CLIPS = 3  # test reconstructions written as WAV and linked from the report
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _log(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- 1. manifest -------------------------------------------------------------------------------------------------
+
+def corpus_splits(corpus: Path) -> dict[str, list[str]]:
+    labels = json.loads((corpus / "speakers.json").read_text())
+    return {split: [str(s["speaker"]) for s in labels if s["split"] == split] for split in ("valid", "test")}
+
+
+def make_manifest(corpus: Path, out: Path) -> list[dict]:
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        splits = corpus_splits(corpus)
+        entries, rejects = manifest_lib.scan(corpus, valid_fraction=0.0, test_fraction=0.0,
+                                             valid_speakers=splits["valid"], test_speakers=splits["test"])
+        manifest_lib.write(entries, rejects, path)
+    entries = manifest_lib.read(path)
+    _log(f"manifest: {manifest_lib.summary(entries).splitlines()[0]} → {path}")
+    return entries
+
+
+# --- 2. teachers -------------------------------------------------------------------------------------------------
+
+def choose_teachers(hubert: str | None, ecapa: str | None, offline: bool) -> dict:
+    """Real teachers when given or reachable; otherwise the labelled offline stand-ins."""
+    if hubert is None and ecapa is None and offline:
+        return {"hubert": "random:base:0", "acoustic": "resemblyzer", "ecapa": None,
+                "why": "the model hub is not reachable and no --hubert/--ecapa directories were given"}
+    if hubert is not None and hubert.startswith("random:") and ecapa is None:
+        return {"hubert": hubert, "acoustic": "resemblyzer", "ecapa": None, "why": "chosen with --hubert"}
+    return {"hubert": hubert or "facebook/hubert-base-ls960", "acoustic": "ecapa",
+            "ecapa": ecapa or "speechbrain/spkrec-ecapa-voxceleb", "why": "real teachers"}
+
+
+def hub_offline() -> bool:
+    """True when huggingface.co does not answer (no network here, or HF_HUB_OFFLINE set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return True
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
+    shards = out / "shards"
+    command = [sys.executable, "-m", "jaxcodec", "precompute", "--manifest", str(out / "manifest.jsonl"),
+               "--out", str(shards), "--hubert", teachers["hubert"], "--hubert-layer", hubert_layer,
+               "--acoustic-teacher", teachers["acoustic"], "--num-shards", "2"]
+    if teachers["ecapa"]:
+        command += ["--ecapa", teachers["ecapa"]]
+    _log("teachers: " + " ".join(command[3:]))
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise DemoError(f"precompute failed (exit {done.returncode}); its message is above")
+    return shards
+
+
+# --- 3. training -------------------------------------------------------------------------------------------------
+
+def demo_config(provenance: dict, steps: int = DEMO_STEPS, config_path: Path = TINY_CONFIG):
+    """The training config: `config_path` (tiny.yaml) with the teachers' dimensions from the shards."""
+    from jaxcodec import config as config_lib
+
+    every = max(min(100, steps), 1)
+    return config_lib.load(config_path, [f"model.semantic_dim={provenance['hubert']['dim']}",
+                                         f"model.acoustic_dim={provenance['ecapa']['dim']}",
+                                         f"data.hubert_layer={provenance['hubert']['layer']}",
+                                         f"train.num_steps={steps}", f"train.eval_every={every}",
+                                         f"train.checkpoint_every={every}", "train.log_every=10"])
+
+
+def train(shards: Path, out: Path, config, budget_seconds: float) -> dict:
+    from jaxcodec.train import loop
+
+    _log(f"training configs/tiny.yaml for up to {config.train.num_steps} steps or {budget_seconds / 60:.1f} min")
+    return loop.train(config, shards, out / "workdir", log=_log, time_budget=max(budget_seconds, 30.0))
+
+
+# --- 4-5. evaluation and tokens ------------------------------------------------------------------------------------
+
+def untrained_tokenizer(config):
+    """The baseline: the same codec at initialisation (k-means codebooks on one training batch would already
+    be training; the initial codebooks are used as they are)."""
+    import jax
+    from flax import nnx
+
+    from jaxcodec.config import MeshConfig
+    from jaxcodec.tokenizer import Tokenizer
+    from jaxcodec.train import sharding
+    from jaxcodec.train import state as state_lib
+
+    graphs, state, _ = state_lib.create(config, sharding.make_mesh(MeshConfig(), jax.devices()[:1]))
+    graphdef, params, rest = nnx.split(state_lib.merge_codec(graphs, state), nnx.Param, ...)
+    return Tokenizer(config, graphdef, params, rest, step=0)
+
+
+def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
+    """Scores per model on the test split, token statistics and files for the trained model."""
+    from jaxcodec.eval import metrics
+
+    test = [e for e in entries if e["split"] == "test"]
+    if not test:
+        raise DemoError("the manifest has no test utterances")
+    results, tokens_dir, samples = {}, out / "tokens", out / "samples"
+    tokens_dir.mkdir(exist_ok=True)
+    samples.mkdir(exist_ok=True)
+    usage = None
+    for name, tokenizer in tokenizers.items():
+        rows = []
+        for i, entry in enumerate(test):
+            wav, _ = audio.read(entry["path"])
+            recon = tokenizer.reconstruct(wav)
+            rows.append(metrics.reconstruction_scores(wav, recon, tokenizer.sample_rate))
+            if name == "trained":
+                codes = tokenizer.encode(wav)
+                with atomic.replacing(tokens_dir / f"{entry['id']}.npy") as tmp, open(tmp, "wb") as f:
+                    np.save(f, codes.astype(np.int16))  # [n_q, T]; int16 holds codes < 32768
+                counts = np.stack([np.bincount(c, minlength=tokenizer.codebook_size) for c in codes])
+                usage = counts if usage is None else usage + counts
+                if i < REPORT_CLIPS:
+                    audio.write(samples / f"{entry['id']}_original.wav", wav)
+                    audio.write(samples / f"{entry['id']}_reconstruction.wav", recon)
+            if name == "untrained" and i < REPORT_CLIPS:
+                audio.write(samples / f"{entry['id']}_untrained.wav", recon)
+        results[name] = {key: _mean([r[key] for r in rows]) for key in rows[0]}
+        results[name]["scored_pesq"] = sum(r["pesq"] is not None for r in rows)
+    p = usage / np.maximum(usage.sum(1, keepdims=True), 1)
+    entropy = -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0), axis=1)
+    trained = tokenizers["trained"]
+    token_stats = {"utterances": len(test), "tokens_per_second": trained.frame_rate * trained.n_q,
+                   "bits_per_second": trained.frame_rate * trained.n_q * np.log2(trained.codebook_size),
+                   "used_codes_per_level": [int(x) for x in (usage > 0).sum(1)],
+                   "entropy_bits_per_level": [round(float(x), 2) for x in entropy],
+                   "codebook_size": trained.codebook_size}
+    return {"test_utterances": len(test), "scores": results, "tokens": token_stats,
+            "clips": [e["id"] for e in test[:REPORT_CLIPS]]}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# --- 6. report ---------------------------------------------------------------------------------------------------
+
+def write_report(out: Path, teachers: dict, provenance: dict, summary: dict, timings: dict, train_info: dict
+                 ) -> Path:
+    from jaxcodec.demo_report import render
+
+    return render(out, teachers, provenance, summary, timings, train_info)
+
+
+# --- driver ------------------------------------------------------------------------------------------------------
+
+def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, ecapa: str | None = None,
+        corpus: Path = CORPUS, steps: int = DEMO_STEPS, config_path: Path = TINY_CONFIG,
+        hubert_layer: str = "9") -> Path:
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    def stage(name, fn, *args):
+        t = time.monotonic()
+        result = fn(*args)
+        timings[name] = time.monotonic() - t
+        return result
+
+    entries = stage("manifest", make_manifest, corpus, out)
+    teachers = choose_teachers(hubert, ecapa, offline=hub_offline() if hubert is None and ecapa is None else False)
+    _log(f"teachers: HuBERT {teachers['hubert']}, acoustic {teachers['acoustic']} ({teachers['why']})")
+    shards = stage("teachers", precompute, out, teachers, hubert_layer)
+    provenance = json.loads((shards / "index.json").read_text())["provenance"]
+    config = demo_config(provenance, steps, config_path)
+    remaining = minutes * 60 - (time.monotonic() - started) - EVAL_RESERVE_SECONDS
+    train_info = stage("training", train, shards, out, config, remaining)
+
+    import jaxcodec
+
+    tokenizers = {"trained": jaxcodec.load(out / "workdir"), "untrained": untrained_tokenizer(config)}
+    summary = stage("evaluation", evaluate, entries, tokenizers, out)
+    summary["trained_step"] = tokenizers["trained"].step
+    timings["total"] = time.monotonic() - started
+    report = write_report(out, teachers, provenance, summary, timings, train_info)
+    atomic.write_json(out / "summary.json", {**summary, "timings": timings, "teachers": teachers})
+    _log(f"done in {timings['total'] / 60:.1f} min: open {report}")
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
+                        help="total time budget; training gets what the other stages leave (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS,
+                        help="training steps at most (the budget may stop earlier) (default: %(default)s)")
+    parser.add_argument("--hubert", help="a HuBERT hub id or local directory (default: the hub model if reachable, "
+                                         "else a random-weight HuBERT-base stand-in)")
+    parser.add_argument("--hubert-layer", default="9", help="HuBERT layer of the semantic targets (paper: 9) "
+                                                             "(default: %(default)s)")
+    parser.add_argument("--ecapa", help="an ECAPA-TDNN hub id or local directory (default: the hub model if "
+                                        "reachable, else resemblyzer's bundled speaker encoder)")
+    parser.add_argument("--config", type=Path, default=TINY_CONFIG,
+                        help="training config; the teachers' dimensions come from the shards (default: tiny.yaml)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="a corpus in the bundled corpus' layout, with "
+                                                                    "speakers.json (default: the bundled one)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        run(args.out, args.minutes, args.hubert, args.ecapa, args.corpus, args.steps, args.config,
+            args.hubert_layer)
+        return 0
+    except (DemoError, manifest_lib.ManifestError, ValueError, FileNotFoundError) as err:
+        print(f"jaxcodec demo: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2

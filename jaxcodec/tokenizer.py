@@ -1,0 +1,146 @@
+"""The trained codec as a tokenizer: `jaxcodec.load(W)` → `Tokenizer` with `encode` (waveforms → RVQ tokens)
+and `decode` (tokens → waveforms), numpy in and out, jitted underneath.
+
+A training workdir W (or its `checkpoints/` folder) is enough: the config comes from the checkpoint, the codec's
+parameters and codebooks from the chosen step (latest by default, or "best" by validation mel loss). Nothing of
+the training state beyond the codec is kept in memory.
+
+Variable lengths: every distinct input shape is one XLA compilation. To bound them, inputs are zero-padded at the
+end to a multiple of `bucket_seconds` (default 1 s) and the outputs trimmed back to ceil(N / hop) frames and N
+samples. The codec is not causal, so right padding can change the last frames within its receptive field
+(~30 ms at the paper's widths) slightly; `bucket_seconds=0` compiles each exact length instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_BUCKET_SECONDS = 1.0
+
+
+class Tokenizer:
+    def __init__(self, config, graphdef, params, rest, *, step: int | None = None,
+                 bucket_seconds: float = DEFAULT_BUCKET_SECONDS):
+        import jax
+        from flax import nnx
+
+        self.config, self.step = config, step
+        self.bucket = max(int(round(bucket_seconds * config.model.sample_rate)), 0)
+        self._graphdef, self._params, self._rest = graphdef, params, rest
+
+        def encode(params, rest, wav_bn, n_q):
+            return nnx.merge(graphdef, params, rest).encode(wav_bn, n_q=n_q)
+
+        def decode(params, rest, codes_bqt):
+            return nnx.merge(graphdef, params, rest).decode(codes_bqt)
+
+        self._encode = jax.jit(encode, static_argnums=3)
+        self._decode = jax.jit(decode)
+
+    # --- facts ---------------------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.model.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.model.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.model.frame_rate
+
+    @property
+    def n_q(self) -> int:
+        return self.config.rvq.n_q
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.rvq.codebook_size
+
+    # --- encode / decode -------------------------------------------------------------------------------------------
+    def _padded_length(self, n: int, multiple: int) -> int:
+        if self.bucket:
+            multiple = self.bucket  # a whole number of hops: 1 s = 50 frames at 16 kHz / 320
+        return -(-n // multiple) * multiple
+
+    def encode(self, wav: np.ndarray, n_q: int | None = None) -> np.ndarray:
+        """float [N] or [B, N] at `sample_rate` → int32 [n_q, T] or [B, n_q, T], T = ceil(N / hop_length)."""
+        wav = np.asarray(wav, np.float32)
+        single = wav.ndim == 1
+        wav_bn = wav[None] if single else wav
+        if wav_bn.ndim != 2 or wav_bn.shape[1] == 0:
+            raise ValueError(f"expected a waveform [N] or a batch [B, N] with N > 0, got shape {wav.shape}")
+        if not np.all(np.isfinite(wav_bn)):
+            raise ValueError("waveform has NaN or Inf samples")
+        n = wav_bn.shape[1]
+        padded = np.pad(wav_bn, ((0, 0), (0, self._padded_length(n, self.hop_length) - n)))
+        n_q = self.n_q if n_q is None else n_q
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in 1..{self.n_q}, got {n_q}")
+        codes = np.asarray(self._encode(self._params, self._rest, padded, n_q))[..., :-(-n // self.hop_length)]
+        return codes[0] if single else codes
+
+    def decode(self, codes: np.ndarray, num_samples: int | None = None) -> np.ndarray:
+        """int [n_q', T] or [B, n_q', T] (the first n_q' ≤ n_q levels) → float32 [N] or [B, N], N = num_samples
+        or T · hop_length."""
+        codes = np.asarray(codes)
+        single = codes.ndim == 2
+        codes_bqt = codes[None] if single else codes
+        if codes_bqt.ndim != 3 or not np.issubdtype(codes_bqt.dtype, np.integer):
+            raise ValueError(f"expected integer codes [n_q, T] or [B, n_q, T], got {codes.dtype} {codes.shape}")
+        if codes_bqt.size and (codes_bqt.min() < 0 or codes_bqt.max() >= self.codebook_size):
+            raise ValueError(f"codes must be in 0..{self.codebook_size - 1}, got {codes_bqt.min()}..{codes_bqt.max()}")
+        if codes_bqt.shape[1] > self.n_q:
+            raise ValueError(f"codes have {codes_bqt.shape[1]} levels, the codec has {self.n_q}")
+        t = codes_bqt.shape[2]
+        frames_per_bucket = self.bucket // self.hop_length if self.bucket else 1
+        t_padded = -(-t // frames_per_bucket) * frames_per_bucket
+        padded = np.pad(codes_bqt.astype(np.int32), ((0, 0), (0, 0), (0, t_padded - t)))
+        wav = np.asarray(self._decode(self._params, self._rest, padded))[:, : (num_samples or t * self.hop_length)]
+        return wav[0] if single else wav
+
+    def reconstruct(self, wav: np.ndarray, n_q: int | None = None) -> np.ndarray:
+        """encode then decode, trimmed to the input's length."""
+        wav = np.asarray(wav, np.float32)
+        return self.decode(self.encode(wav, n_q), num_samples=wav.shape[-1])
+
+
+def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: float = DEFAULT_BUCKET_SECONDS
+         ) -> Tokenizer:
+    """The codec of a training workdir (or its checkpoints/ folder) at `step`: None = latest, "best" = lowest
+    validation mel loss, or a step number. Raises FileNotFoundError / ValueError with what to do."""
+    import jax
+
+    from jaxcodec import config as config_lib
+    from jaxcodec.train import sharding
+    from jaxcodec.train import state as state_lib
+    from jaxcodec.train.checkpoint import Checkpointer
+
+    root = Path(workdir)
+    directory = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{workdir}: no such training workdir")
+    with Checkpointer(directory) as checkpointer:
+        if checkpointer.latest_step() is None:
+            raise FileNotFoundError(f"{directory}: no finished checkpoint (has training saved one yet?)")
+        if step == "best":
+            step = checkpointer.best_step()
+            if step is None:
+                raise ValueError(f"{directory}: no checkpoint has a validation score; use step=None (latest)")
+        saved = checkpointer.saved_config(step)
+        if saved is None:
+            raise ValueError(f"{directory}: checkpoint {step or 'latest'} was saved without its config")
+        config = config_lib.from_dict(saved)
+        one_device = config_lib.MeshConfig()  # inference: everything on one device, whatever mesh trained it
+        mesh = sharding.make_mesh(one_device, jax.devices()[:1])
+        graphs, shapes = state_lib.abstract(config)
+        abstract = state_lib.abstract_with_shardings(shapes, sharding.state_shardings(shapes, mesh, one_device))
+        state, restored = checkpointer.restore(abstract, step=step if isinstance(step, int) else None)
+    codec = state_lib.merge_codec(graphs, state)
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(codec, nnx.Param, ...)
+    return Tokenizer(config, graphdef, params, rest, step=restored, bucket_seconds=bucket_seconds)
