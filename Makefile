@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: install
-	$(PY) scripts/demo_train_tiny.py --out demo_out
+	$(VENV)/bin/jaxcodec demo --out demo_out
 
 lint: install
 	$(VENV)/bin/ruff check jaxcodec teachers scripts tests
