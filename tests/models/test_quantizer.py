@@ -287,3 +287,20 @@ def test_kmeans_initialisation_identical_on_1_and_8_devices():
     np.testing.assert_allclose(np.asarray(sharded["embed"][...]), np.asarray(single["embed"][...]), rtol=1e-5,
                                atol=1e-6)
     assert float(np.asarray(single["cluster_size"][...])[0].sum()) == 8 * 25 - 5  # padding excluded
+
+
+def test_nearest_code_is_exact_under_a_large_common_offset():
+    """Latents far from the origin with a small spread (the demo's encoder drifted to norm ~5300 with spread
+    0.2): the nearest code must match a float64 brute-force search, which the plain expanded distance
+    |x|² − 2x·e + |e|² in float32 does not (its rounding error ~|x|²·1e-7 exceeds the code gaps)."""
+    rng = np.random.default_rng(0)
+    offset = rng.standard_normal(DIM) * 2000.0
+    embed = offset + 0.3 * rng.standard_normal((16, DIM))
+    x = offset + 0.3 * rng.standard_normal((200, DIM))
+    expected = np_nearest(x.astype(np.float64), embed.astype(np.float64))
+    got = np.asarray(rvq.nearest_code(jnp.asarray(x, jnp.float32), jnp.asarray(embed, jnp.float32)))
+    agree = float(np.mean(got == expected))
+    assert agree > 0.97, agree  # float32 storage of x and embed (~1e-4 absolute at this norm) may flip near-ties
+    naive = np.argmin((x**2).sum(-1, keepdims=True).astype(np.float32) - 2 * (x.astype(np.float32)
+                      @ embed.astype(np.float32).T) + (embed**2).sum(-1).astype(np.float32)[None], axis=-1)
+    assert np.mean(naive == expected) < 0.5  # the uncentred form really fails here
