@@ -228,7 +228,12 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
 
     import jaxcodec
 
-    tokenizers = {"trained": jaxcodec.load(out / "workdir"), "untrained": untrained_tokenizer(config)}
+    # The checkpoint with the lowest validation mel loss (valid speakers, not the test ones), as keep-best keeps.
+    try:
+        trained = jaxcodec.load(out / "workdir", "best")
+    except ValueError:  # no validation ran: the latest step
+        trained = jaxcodec.load(out / "workdir")
+    tokenizers = {"trained": trained, "untrained": untrained_tokenizer(config)}
     summary = stage("evaluation", evaluate, entries, tokenizers, out)
     summary["trained_step"] = tokenizers["trained"].step
     timings["total"] = time.monotonic() - started

@@ -89,7 +89,8 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
     tokens = summary["tokens"]
     lines = [
         "# jaxcodec demo report", "",
-        f"The tiny codec (configs/tiny.yaml) trained for {summary['trained_step']} steps on the bundled TTS corpus, "
+        f"The tiny codec (configs/tiny.yaml) at step {summary['trained_step']} (its checkpoint with the lowest "
+        f"validation mel loss) on the bundled TTS corpus, "
         f"evaluated on {summary['test_utterances']} utterances of test speakers it never saw.", "",
         "## Teachers", "",
         f"- Semantic: HuBERT `{hubert.get('model')}`, layer {hubert.get('layer')}"
@@ -108,7 +109,8 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
         "", f"PESQ scored {scores['trained']['scored_pesq']} of {summary['test_utterances']} clips (a clip PESQ "
         "cannot score is left out, not counted as a number). Mel distance: mean |Δ log10 mel|, 80 bands.", "",
         "## Training", "", f"![training curves]({curves.name})", "",
-        f"Steps: {summary['trained_step']}; stopped by the time budget: {bool(train_info.get('stopped_early'))}. "
+        f"Evaluated step: {summary['trained_step']} (best validation mel); training stopped by the time budget: "
+        f"{bool(train_info.get('stopped_early'))}. "
         f"Workdir: `{out / 'workdir'}` (`jaxcodec.load` accepts it).", "",
         "## An original and its reconstructions", "", f"![spectrograms]({spectrogram.name})", "",
         "Listen:", "",
