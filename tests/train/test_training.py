@@ -24,6 +24,7 @@ from jaxcodec.train import loop, sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
 from jaxcodec.train.checkpoint import Checkpointer
+from tests.conftest import COLLECTIVE_TIMEOUTS
 from tests.train.micro import ECAPA_DIM, HUBERT_DIM, MICRO, PINNED, micro_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +80,8 @@ def train_command(config_path: Path, shard_dir: Path, workdir: Path, *overrides:
 
 def subprocess_env(cache: Path, devices: int = 8, **extra) -> dict:
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {COLLECTIVE_TIMEOUTS}",
+               JAX_PLATFORMS="cpu")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -236,7 +238,7 @@ def test_sigkill_then_resume_continues_the_exact_trajectory(tmp_path, shard_dir,
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    # Seen once in CI: the child had already exited before the kill; its stderr says why.
+    # Seen twice in CI before COLLECTIVE_TIMEOUTS: the child aborted (-6) on a CPU-collective rendezvous timeout.
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr.read().decode()[-3000:])
     with Checkpointer(workdir / "checkpoints") as checkpointer:
         killed_at = checkpointer.latest_step()
