@@ -36,6 +36,8 @@ class ModelConfig:
     pad_mode: str = "reflect"  # padding mode of non-transposed convs (EnCodec: reflect).
     true_skip: bool = False  # identity residual shortcut; False = 1x1 conv shortcut (EnCodec/SpeechTokenizer default).
     norm: Literal["weight_norm", "none"] = "weight_norm"  # conv parameterisation (EnCodec: weight_norm).
+    # SEANet conv initialisation: PyTorch's default (EnCodec), or LeCun-uniform with zero biases (see models/conv.py).
+    conv_init: Literal["pytorch", "lecun"] = "pytorch"
     semantic_dim: int = 768  # HuBERT-base hidden size, target of the semantic head.
     acoustic_dim: int = 192  # ECAPA-TDNN embedding size, target of the acoustic aligner.
     aligner_dim: int = 256  # width of the acoustic attention align layer.

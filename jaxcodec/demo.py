@@ -208,6 +208,10 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
         corpus: Path = CORPUS, steps: int = DEMO_STEPS, config_path: Path = TINY_CONFIG,
         hubert_layer: str = "9") -> Path:
     started = time.monotonic()
+    if not Path(config_path).is_file():
+        # configs/ lives in the repository, beside the package: a wheel install has no tiny.yaml to find.
+        raise DemoError(f"config {config_path} not found; run the demo from a clone of the repository "
+                        f"(make demo) or pass --config PATH")
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 

@@ -63,3 +63,12 @@ def test_shortened_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert {r["speaker"]: r["split"] for r in rows} == {"101": "train", "202": "train", "401": "valid",
                                                         "501": "test"}
     assert (out / "workdir" / "checkpoints" / "4").is_dir()
+
+
+def test_demo_without_its_config_says_where_to_find_one(tmp_path, capsys):
+    from jaxcodec.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.yaml not found" in err and "--config" in err
+    assert not (tmp_path / "demo").exists()  # refused before any stage ran

@@ -5,7 +5,8 @@ Weight norm (Salimans & Kingma 2016) reparameterises w = g · v / ‖v‖, the n
 channel, for ConvTranspose1d (weight [in, out, k] in PyTorch) it is the *input* channel. We keep that quirk so
 PyTorch EnCodec/SpeechTokenizer weights import exactly. Kernels are stored channels-last: [k, in, out] and
 [kh, kw, in, out]. Initialisation follows PyTorch's default (U(±1/√fan_in) for weight and bias, g = ‖v‖), so an
-untrained model has the same statistics as its PyTorch peer.
+untrained model has the same statistics as its PyTorch peer. `init="lecun"` is the alternative for short runs (see
+`INITS`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ from flax import nnx
 
 _CONV1D_DIMS = ("NWC", "WIO", "NWC")
 _CONV2D_DIMS = ("NHWC", "HWIO", "NHWC")
+
+# Initial U(±bound) of (weight, bias) as functions of the fan-in.
+# "pytorch": torch's default for conv layers (kaiming_uniform with a=√5, i.e. U(±1/√fan_in), for both), as EnCodec
+#   and SpeechTokenizer train. Every conv then scales its input's variance by 1/3 and adds a bias of the same order,
+#   so through SEANet's ~20 convs the untrained encoder's output is almost constant: on the bundled corpus the
+#   latent varies by 0.002 over time around an offset of norm 0.33.
+# "lecun": LeCun-uniform weights U(±√(3/fan_in)) (variance 1/fan_in, unit gain) and zero biases; the same
+#   untrained encoder's latent varies by 0.19 around an offset of 0.19, so a short run starts from codes that
+#   already depend on the audio.
+INITS = {
+    "pytorch": (lambda fan_in: 1.0 / math.sqrt(fan_in), lambda fan_in: 1.0 / math.sqrt(fan_in)),
+    "lecun": (lambda fan_in: math.sqrt(3.0 / fan_in), lambda fan_in: 0.0),
+}
 
 
 def uniform_init(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
@@ -41,8 +55,9 @@ def _scale_to_shape(flat: jax.Array, bound: jax.Array, shape: tuple[int, ...]) -
 class WeightNormKernel(nnx.Module):
     """A kernel that is either plain (`weight`) or weight-normalised (`weight_v`, `weight_g`)."""
 
-    def __init__(self, shape: tuple[int, ...], fan_in: int, norm_axis: int, weight_norm: bool, rngs: nnx.Rngs):
-        v = uniform_init(rngs.params(), shape, 1.0 / math.sqrt(fan_in))
+    def __init__(self, shape: tuple[int, ...], fan_in: int, norm_axis: int, weight_norm: bool, rngs: nnx.Rngs,
+                 init: str = "pytorch"):
+        v = uniform_init(rngs.params(), shape, INITS[init][0](fan_in))
         self.norm_axis = norm_axis % len(shape)
         self.weight_norm = weight_norm
         if weight_norm:
@@ -92,11 +107,11 @@ class Conv1d(nnx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  dilation: int = 1, groups: int = 1, causal: bool = False, pad_mode: str = "reflect",
-                 weight_norm: bool = True, padding: str = "same_encodec", rngs: nnx.Rngs):
+                 weight_norm: bool = True, padding: str = "same_encodec", init: str = "pytorch", rngs: nnx.Rngs):
         fan_in = in_channels // groups * kernel_size
         self.kernel = WeightNormKernel((kernel_size, in_channels // groups, out_channels), fan_in, -1,
-                                       weight_norm, rngs)
-        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+                                       weight_norm, rngs, init)
+        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), INITS[init][1](fan_in)))
         self.kernel_size, self.stride, self.dilation, self.groups = kernel_size, stride, dilation, groups
         self.causal, self.pad_mode, self.padding = causal, pad_mode, padding
 
@@ -124,12 +139,14 @@ class ConvTranspose1d(nnx.Module):
     """EnCodec's SConvTranspose1d: upsamples T → T·stride and trims the kernel overhang (right-only if causal)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 causal: bool = False, trim_right_ratio: float = 1.0, weight_norm: bool = True, rngs: nnx.Rngs):
-        # PyTorch computes the fan-in of a transposed conv from weight.size(1) * k = out_channels * k.
-        fan_in = out_channels * kernel_size
+                 causal: bool = False, trim_right_ratio: float = 1.0, weight_norm: bool = True,
+                 init: str = "pytorch", rngs: nnx.Rngs):
+        # PyTorch computes the fan-in of a transposed conv from weight.size(1) * k = out_channels * k; the inputs
+        # that actually reach one output sample are in_channels * k / stride, which "lecun" uses.
+        fan_in = out_channels * kernel_size if init == "pytorch" else max(in_channels * kernel_size // stride, 1)
         # Norm over all axes but the input channel: PyTorch weight_norm(dim=0) on a [in, out, k] weight.
-        self.kernel = WeightNormKernel((kernel_size, in_channels, out_channels), fan_in, 1, weight_norm, rngs)
-        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+        self.kernel = WeightNormKernel((kernel_size, in_channels, out_channels), fan_in, 1, weight_norm, rngs, init)
+        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), INITS[init][1](fan_in)))
         self.kernel_size, self.stride = kernel_size, stride
         self.causal, self.trim_right_ratio = causal, trim_right_ratio
 

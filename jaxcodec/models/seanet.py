@@ -17,7 +17,7 @@ from jaxcodec.models.lstm import SLSTM
 
 def _conv(config: ModelConfig, in_ch: int, out_ch: int, kernel: int, rngs: nnx.Rngs, **kw) -> Conv1d:
     return Conv1d(in_ch, out_ch, kernel, causal=config.causal, pad_mode=config.pad_mode,
-                  weight_norm=config.norm == "weight_norm", rngs=rngs, **kw)
+                  weight_norm=config.norm == "weight_norm", init=config.conv_init, rngs=rngs, **kw)
 
 
 class ResidualBlock(nnx.Module):
@@ -54,7 +54,7 @@ class DecoderBlock(nnx.Module):
 
     def __init__(self, config: ModelConfig, dim: int, ratio: int, *, rngs: nnx.Rngs):
         self.upsample = ConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio, causal=config.causal,
-                                        weight_norm=config.norm == "weight_norm", rngs=rngs)
+                                        weight_norm=config.norm == "weight_norm", init=config.conv_init, rngs=rngs)
         self.residuals = nnx.List([ResidualBlock(config, dim // 2, config.dilation_base**j, rngs=rngs)
                                    for j in range(config.n_residual_layers)])
 
