@@ -78,6 +78,7 @@ class DiscriminatorConfig:
     msstft_filters_scale: int = 1  # channel growth per layer (EnCodec: 1).
     mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # HiFi-GAN periods.
     msd_scales: int = 3  # HiFi-GAN MSD: raw, ×2 and ×4 average-pooled.
+    conv_init: Literal["pytorch", "lecun"] = "pytorch"  # as model.conv_init, for the discriminators' convs.
 
 
 @dataclasses.dataclass(frozen=True)

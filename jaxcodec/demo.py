@@ -157,9 +157,11 @@ def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
     tokens_dir.mkdir(exist_ok=True)
     samples.mkdir(exist_ok=True)
     usage = None
+    from tqdm import tqdm
+
     for name, tokenizer in tokenizers.items():
         rows = []
-        for i, entry in enumerate(test):
+        for i, entry in enumerate(tqdm(test, desc=f"evaluating the {name} model", unit="utt", dynamic_ncols=True)):
             wav, _ = audio.read(entry["path"])
             recon = tokenizer.reconstruct(wav)
             rows.append(metrics.reconstruction_scores(wav, recon, tokenizer.sample_rate))

@@ -171,10 +171,11 @@ class Conv2d(nnx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], *,
                  stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
-                 padding: tuple[int, int] = (0, 0), weight_norm: bool = True, rngs: nnx.Rngs):
+                 padding: tuple[int, int] = (0, 0), weight_norm: bool = True, init: str = "pytorch", rngs: nnx.Rngs):
         fan_in = in_channels * kernel_size[0] * kernel_size[1]
-        self.kernel = WeightNormKernel((*kernel_size, in_channels, out_channels), fan_in, -1, weight_norm, rngs)
-        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), 1.0 / math.sqrt(fan_in)))
+        self.kernel = WeightNormKernel((*kernel_size, in_channels, out_channels), fan_in, -1, weight_norm, rngs,
+                                       init)
+        self.bias = nnx.Param(uniform_init(rngs.params(), (out_channels,), INITS[init][1](fan_in)))
         self.stride, self.dilation, self.padding = tuple(stride), tuple(dilation), tuple(padding)
 
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:

@@ -58,11 +58,12 @@ class STFTDiscriminator(nnx.Module):
 
     def __init__(self, n_fft: int, *, filters: int = 32, max_filters: int = 1024, filters_scale: int = 1,
                  kernel_size: tuple[int, int] = (3, 9), dilations: tuple[int, ...] = (1, 2, 4),
-                 stride: tuple[int, int] = (1, 2), rngs: nnx.Rngs):
+                 stride: tuple[int, int] = (1, 2), init: str = "pytorch", rngs: nnx.Rngs):
         self.n_fft, self.hop_length = n_fft, n_fft // 4
         # Quirk kept from EnCodec: its first NormConv2d is built without `norm=...`, so NormConv2d's default
         # norm='none' applies and this conv is a plain (not weight-normalised) Conv2d; all later convs are.
-        convs = [Conv2d(2, filters, kernel_size, padding=get_2d_padding(kernel_size), weight_norm=False, rngs=rngs)]
+        convs = [Conv2d(2, filters, kernel_size, padding=get_2d_padding(kernel_size), weight_norm=False, init=init,
+                        rngs=rngs)]
         # EnCodec sets the next conv's input width to min(filters_scale * filters, max_filters), which differs
         # from the first conv's output when filters_scale > 1 (its code fails there). We chain the actual widths
         # instead: identical to EnCodec at its default filters_scale = 1.
@@ -70,13 +71,13 @@ class STFTDiscriminator(nnx.Module):
         for i, dilation in enumerate(dilations):
             out_chs = min(filters_scale ** (i + 1) * filters, max_filters)
             convs.append(Conv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=(dilation, 1),
-                                padding=get_2d_padding(kernel_size, (dilation, 1)), rngs=rngs))
+                                padding=get_2d_padding(kernel_size, (dilation, 1)), init=init, rngs=rngs))
             in_chs = out_chs
         square = (kernel_size[0], kernel_size[0])
         out_chs = min(filters_scale ** (len(dilations) + 1) * filters, max_filters)
-        convs.append(Conv2d(in_chs, out_chs, square, padding=get_2d_padding(square), rngs=rngs))
+        convs.append(Conv2d(in_chs, out_chs, square, padding=get_2d_padding(square), init=init, rngs=rngs))
         self.convs = nnx.List(convs)
-        self.conv_post = Conv2d(out_chs, 1, square, padding=get_2d_padding(square), rngs=rngs)
+        self.conv_post = Conv2d(out_chs, 1, square, padding=get_2d_padding(square), init=init, rngs=rngs)
 
     def __call__(self, wav_bn: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         spec = spectrogram(wav_bn, self.n_fft, self.hop_length)
@@ -111,15 +112,16 @@ class PeriodDiscriminator(nnx.Module):
     Reference: jik876/hifi-gan, models.py (DiscriminatorP, use_spectral_norm=False → weight norm).
     """
 
-    def __init__(self, period: int, *, kernel_size: int = 5, stride: int = 3, rngs: nnx.Rngs):
+    def __init__(self, period: int, *, kernel_size: int = 5, stride: int = 3, init: str = "pytorch",
+                 rngs: nnx.Rngs):
         self.period = period
         pad = ((kernel_size - 1) // 2, 0)  # HiFi-GAN's get_padding(5, 1) = 2
         widths = (1, 32, 128, 512, 1024)
-        convs = [Conv2d(c_in, c_out, (kernel_size, 1), stride=(stride, 1), padding=pad, rngs=rngs)
+        convs = [Conv2d(c_in, c_out, (kernel_size, 1), stride=(stride, 1), padding=pad, init=init, rngs=rngs)
                  for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)]
-        convs.append(Conv2d(1024, 1024, (kernel_size, 1), padding=(2, 0), rngs=rngs))
+        convs.append(Conv2d(1024, 1024, (kernel_size, 1), padding=(2, 0), init=init, rngs=rngs))
         self.convs = nnx.List(convs)
-        self.conv_post = Conv2d(1024, 1, (3, 1), padding=(1, 0), rngs=rngs)
+        self.conv_post = Conv2d(1024, 1, (3, 1), padding=(1, 0), init=init, rngs=rngs)
 
     def __call__(self, wav_bn: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         batch, length = wav_bn.shape
@@ -141,10 +143,10 @@ class ScaleDiscriminator(nnx.Module):
     LAYERS = ((1, 128, 15, 1, 1), (128, 128, 41, 2, 4), (128, 256, 41, 2, 16), (256, 512, 41, 4, 16),
               (512, 1024, 41, 4, 16), (1024, 1024, 41, 1, 16), (1024, 1024, 5, 1, 1))
 
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.convs = nnx.List([Conv1d(c_in, c_out, k, stride=s, groups=g, padding="symmetric", rngs=rngs)
+    def __init__(self, *, init: str = "pytorch", rngs: nnx.Rngs):
+        self.convs = nnx.List([Conv1d(c_in, c_out, k, stride=s, groups=g, padding="symmetric", init=init, rngs=rngs)
                                for c_in, c_out, k, s, g in self.LAYERS])
-        self.conv_post = Conv1d(1024, 1, 3, padding="symmetric", rngs=rngs)
+        self.conv_post = Conv1d(1024, 1, 3, padding="symmetric", init=init, rngs=rngs)
 
     def __call__(self, wav_bn: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         return _hifigan_stack(self.convs, self.conv_post, wav_bn[:, :, None])
@@ -180,15 +182,16 @@ class Discriminators(nnx.Module):
             for n_fft in config.msstft_n_ffts:
                 self.msstft.append(STFTDiscriminator(n_fft, filters=config.msstft_filters,
                                                      max_filters=config.msstft_max_filters,
-                                                     filters_scale=config.msstft_filters_scale, rngs=rngs))
+                                                     filters_scale=config.msstft_filters_scale,
+                                                     init=config.conv_init, rngs=rngs))
                 names.append(f"msstft_{n_fft}")
         if "mpd" in config.kinds:
             for period in config.mpd_periods:
-                self.mpd.append(PeriodDiscriminator(period, rngs=rngs))
+                self.mpd.append(PeriodDiscriminator(period, init=config.conv_init, rngs=rngs))
                 names.append(f"mpd_{period}")
         if "msd" in config.kinds:
             for scale in range(config.msd_scales):
-                self.msd.append(ScaleDiscriminator(rngs=rngs))
+                self.msd.append(ScaleDiscriminator(init=config.conv_init, rngs=rngs))
                 names.append(f"msd_{scale}")
         self.names = tuple(names)
 

@@ -206,7 +206,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                 state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
             state, metrics = step_fn(state, batch)
             if pending is not None:
-                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
+                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
             pending = (step, metrics)
             done = step + 1
             # Every process must agree to stop at the same step (they all checkpoint it): process 0 decides.
@@ -214,7 +214,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             last_step = done == tc.num_steps or out_of_time
             validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or last_step)
             if validating:  # report this step first, so the log stays in step order
-                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch)
+                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
                 pending = None
             scores, extras = (validate(eval_fn, state, reader, config, mesh, done, workdir, logs.board)
                               if validating else ({}, {}))
@@ -229,7 +229,8 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                          f"continue)")
                 break
         if pending is not None:
-            last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, final=True)
+            last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline,
+                           final=True)
         last = {**last, "stopped_early": bool(out_of_time and done < tc.num_steps)} if start < tc.num_steps else last
         checkpointer.wait()
     finally:
@@ -247,7 +248,7 @@ def _agreed(flag: bool) -> bool:
 
 
 def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
-            seconds_per_batch: float, final: bool = False) -> dict:
+            seconds_per_batch: float, deadline: float | None = None, final: bool = False) -> dict:
     step, metrics = pending
     row = _to_python(jax.device_get(metrics))
     if int(row["skipped"]) and int(jax.device_get(state["skips"])) >= tc.max_consecutive_skips:
@@ -261,6 +262,8 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
     if step % tc.log_every == 0 or final:
         logs.write(row)
         eta = (tc.num_steps - step - 1) * elapsed / max(steps_done, 1)
+        if deadline is not None:  # a time budget stops the run first when it is shorter
+            eta = max(min(eta, deadline - time.monotonic()), 0.0)
         logs.log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
             f"sem {row['loss/semantic']:.3f}  ac {row['loss/acoustic']:.3f}  disc {row['loss/disc']:.3f}  "
             f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")

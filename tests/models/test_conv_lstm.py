@@ -109,26 +109,32 @@ def test_slstm_matches_torch_lstm_with_skip(bidirectional):
     np.testing.assert_allclose(ours, y.transpose(0, 1).detach().numpy() + skip, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-def test_lecun_init_has_unit_gain_and_zero_bias(transposed):
+@pytest.mark.parametrize("kind", ["conv1d", "transposed", "conv2d"])
+def test_lecun_init_has_unit_gain_and_zero_bias(kind):
     """init="lecun": weights U(±√(3/fan_in)) with fan_in = the inputs one output sample sees, zero biases; an
     untrained layer then keeps the variance of white noise (PyTorch's default divides it by 3)."""
     c_in, c_out, k, stride = 64, 32, 8, 4
-    rngs = nnx.Rngs(0)
-    if transposed:
-        conv = ConvTranspose1d(c_in, c_out, k, stride=stride, init="lecun", rngs=rngs)
-        fan_in = c_in * k // stride
+    rng = np.random.default_rng(0)
+    if kind == "conv2d":
+        conv = Conv2d(c_in, c_out, (3, 9), padding=(1, 4), init="lecun", rngs=nnx.Rngs(0))
+        fan_in = c_in * 27
+        x = rng.normal(size=(2, 64, 64, c_in)).astype(np.float32)
     else:
-        conv = Conv1d(c_in, c_out, k, stride=stride, init="lecun", rngs=rngs)
-        fan_in = c_in * k
+        if kind == "transposed":
+            conv = ConvTranspose1d(c_in, c_out, k, stride=stride, init="lecun", rngs=nnx.Rngs(0))
+            fan_in = c_in * k // stride
+        else:
+            conv = Conv1d(c_in, c_out, k, stride=stride, init="lecun", rngs=nnx.Rngs(0))
+            fan_in = c_in * k
+        x = rng.normal(size=(4, 4096, c_in)).astype(np.float32)
     w = np.asarray(conv.kernel())
     bound = math.sqrt(3.0 / fan_in)
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
     assert not np.asarray(conv.bias[...]).any()
-    x = np.random.default_rng(0).normal(size=(4, 4096, c_in)).astype(np.float32)
     y = np.asarray(conv(jnp.asarray(x)))
     trim = 2 * k  # away from the padded edges
-    assert abs(y[:, trim:-trim].var() - 1.0) < 0.1
-    if not transposed:  # PyTorch's default U(±1/√fan_in): a third of the variance per channel (about its bias)
+    interior = y[:, trim:-trim, trim:-trim] if kind == "conv2d" else y[:, trim:-trim]
+    assert abs(interior.var() - 1.0) < 0.1
+    if kind == "conv1d":  # PyTorch's default U(±1/√fan_in): a third of the variance per channel (about its bias)
         y0 = np.asarray(Conv1d(c_in, c_out, k, stride=stride, rngs=nnx.Rngs(0))(jnp.asarray(x)))[:, trim:-trim]
         assert abs(y0.var(axis=(0, 1)).mean() - 1 / 3) < 0.05
