@@ -138,3 +138,23 @@ def test_lecun_init_has_unit_gain_and_zero_bias(kind):
     if kind == "conv1d":  # PyTorch's default U(±1/√fan_in): a third of the variance per channel (about its bias)
         y0 = np.asarray(Conv1d(c_in, c_out, k, stride=stride, rngs=nnx.Rngs(0))(jnp.asarray(x)))[:, trim:-trim]
         assert abs(y0.var(axis=(0, 1)).mean() - 1 / 3) < 0.05
+
+
+def test_conv_init_reaches_every_codec_and_discriminator_conv():
+    """`model.conv_init` / `disc.conv_init` are wired through SEANet and all three discriminator families: under
+    "lecun" every conv bias starts at zero (the LSTM and the teacher heads keep their own initialisers)."""
+    from jaxcodec import config as cfg
+    from jaxcodec.models.codec import Codec
+    from jaxcodec.models.discriminators import Discriminators
+
+    config = cfg.load("configs/tiny.yaml", ["model.conv_init=lecun"])
+    codec = Codec(config, rngs=nnx.Rngs(0))
+    disc_config = cfg.DiscriminatorConfig(kinds=("msstft", "mpd", "msd"), msstft_filters=4, msstft_n_ffts=(128,),
+                                          mpd_periods=(2,), msd_scales=1, conv_init="lecun")
+    disc = Discriminators(disc_config, rngs=nnx.Rngs(0))
+    convs = [m for part in (codec.encoder, codec.decoder, disc) for _, m in nnx.iter_graph(part)
+             if isinstance(m, (Conv1d, ConvTranspose1d, Conv2d))]
+    assert len(convs) > 30
+    assert all(not np.asarray(conv.bias[...]).any() for conv in convs)
+    pytorch = Codec(cfg.load("configs/tiny.yaml", ["model.conv_init=pytorch"]), rngs=nnx.Rngs(0))
+    assert np.asarray(pytorch.encoder.conv_in.bias[...]).any()
