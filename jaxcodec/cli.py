@@ -107,6 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(args)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jaxcodec.eval import cli as eval_cli
+
+    return eval_cli.main(args)
+
+
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from jaxcodec.data import manifest, shards
 
@@ -180,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "teachers → training → evaluation → tokens → report.md")
     demo.add_arguments(dem)
     dem.set_defaults(func=cmd_demo)
+
+    from jaxcodec.eval import cli as eval_cli
+
+    evaluation = sub.add_parser("eval", help=eval_cli.HELP)
+    eval_cli.add_arguments(evaluation)
+    evaluation.set_defaults(func=cmd_eval)
 
     shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
         dest="shards_command", required=True, metavar="ACTION")

@@ -33,8 +33,8 @@ class Tokenizer:
         def encode(params, rest, wav_bn, n_q):
             return nnx.merge(graphdef, params, rest).encode(wav_bn, n_q=n_q)
 
-        def decode(params, rest, codes_bqt):
-            return nnx.merge(graphdef, params, rest).decode(codes_bqt)
+        def decode(params, rest, codes_bqt, n_levels):
+            return nnx.merge(graphdef, params, rest).decode(codes_bqt, n_levels)
 
         self._encode = jax.jit(encode, static_argnums=3)
         self._decode = jax.jit(decode)
@@ -59,6 +59,13 @@ class Tokenizer:
     @property
     def codebook_size(self) -> int:
         return self.config.rvq.codebook_size
+
+    def codebooks(self) -> np.ndarray:
+        """float32 [n_q, codebook_size, dimension]: each level's code vectors (the RVQ's EMA codebooks), e.g. to
+        embed tokens for a probe: level l's token c stands for codebooks()[l, c]."""
+        from flax import nnx
+
+        return np.asarray(nnx.merge(self._graphdef, self._params, self._rest).quantizer.embed[...])
 
     # --- encode / decode -------------------------------------------------------------------------------------------
     def _padded_length(self, n: int, multiple: int) -> int:
@@ -95,11 +102,14 @@ class Tokenizer:
             raise ValueError(f"codes must be in 0..{self.codebook_size - 1}, got {codes_bqt.min()}..{codes_bqt.max()}")
         if codes_bqt.shape[1] > self.n_q:
             raise ValueError(f"codes have {codes_bqt.shape[1]} levels, the codec has {self.n_q}")
-        t = codes_bqt.shape[2]
+        levels, t = codes_bqt.shape[1:]
         frames_per_bucket = self.bucket // self.hop_length if self.bucket else 1
         t_padded = -(-t // frames_per_bucket) * frames_per_bucket
-        padded = np.pad(codes_bqt.astype(np.int32), ((0, 0), (0, 0), (0, t_padded - t)))
-        wav = np.asarray(self._decode(self._params, self._rest, padded))[:, : (num_samples or t * self.hop_length)]
+        # Fewer levels (a lower bitrate) are padded to n_q and masked by a traced count, so every bitrate shares
+        # one compiled decoder per length bucket.
+        padded = np.pad(codes_bqt.astype(np.int32), ((0, 0), (0, self.n_q - levels), (0, t_padded - t)))
+        wav = self._decode(self._params, self._rest, padded, np.int32(levels))
+        wav = np.asarray(wav)[:, : (num_samples or t * self.hop_length)]
         return wav[0] if single else wav
 
     def reconstruct(self, wav: np.ndarray, n_q: int | None = None) -> np.ndarray:

@@ -82,11 +82,12 @@ class Codec(nnx.Module):
         self._check_wav(wav_bn)
         return self.quantizer(self._encode_latents(wav_bn), n_q=n_q).codes_bqt
 
-    def decode(self, codes_bqt: jax.Array) -> jax.Array:
-        """Codes [B, n_q', T] (the first n_q' ≤ n_q levels) → waveform [B, T · hop]."""
+    def decode(self, codes_bqt: jax.Array, n_levels: jax.Array | int | None = None) -> jax.Array:
+        """Codes [B, n_q', T] (the first n_q' ≤ n_q levels; of those, the first `n_levels`) → waveform
+        [B, T · hop]."""
         if codes_bqt.ndim != 3:
             raise ValueError(f"expected codes [B, n_q, T], got shape {tuple(codes_bqt.shape)}")
-        z = self.quantizer.decode(codes_bqt)
+        z = self.quantizer.decode(codes_bqt, n_levels)
         return self._decode_latents(z, codes_bqt.shape[-1] * self.hop_length)
 
     def __call__(self, wav_bn: jax.Array, mask_bn: jax.Array | None = None, *, n_q: int | None = None,

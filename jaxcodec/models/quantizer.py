@@ -217,13 +217,16 @@ class ResidualVectorQuantizer(nnx.Module):
                                 jnp.stack(masks)),
         )
 
-    def decode(self, codes_bqt: jax.Array) -> jax.Array:
-        """Codes [B, n_q', T] (n_q' ≤ n_q levels, first levels first) → latents [B, T, D]."""
+    def decode(self, codes_bqt: jax.Array, n_levels: jax.Array | int | None = None) -> jax.Array:
+        """Codes [B, n_q', T] (n_q' ≤ n_q levels, first levels first) → latents [B, T, D]. `n_levels` (may be
+        traced) keeps only the first n_levels of them: one compiled decoder then serves every bitrate."""
         n_q = codes_bqt.shape[1]
         if n_q > self.config.n_q:
             raise ValueError(f"codes have {n_q} levels, the quantizer has {self.config.n_q}")
         embed = self.embed[...]
-        return sum(embed[q][codes_bqt[:, q]] for q in range(n_q))
+        if n_levels is None:
+            return sum(embed[q][codes_bqt[:, q]] for q in range(n_q))
+        return sum(jnp.where(q < n_levels, embed[q][codes_bqt[:, q]], 0.0) for q in range(n_q))
 
     def update(self, stats: CodebookStats) -> dict[str, jax.Array]:
         """Applies the forward's re-seeding and the EMA step for the levels in `stats` (outside any gradient);

@@ -1,0 +1,334 @@
+"""`jaxcodec eval`: one checkpoint measured the way the field does, on a manifest's test split.
+
+For every test utterance and every bitrate (n_q = 1..8 levels, 50..400 tokens/s): PESQ-wb, STOI, SI-SDR, mel
+distance (metrics.py), MCD and F0 error (world.py), the ASR transcript (asr.py); speaker similarity of each
+reconstruction to its original and verification EER (speaker.py); voice conversion by token swap (vc.py);
+probes on the frozen tokens (probes.py); codebook health (codebook.py). Results: DIR/metrics.json (means),
+DIR/utterances.jsonl (every score of every clip), DIR/report.md with PNGs (report.py), DIR/samples/*.wav.
+
+A metric whose package or model is missing is skipped with its reason (recorded in metrics.json and the report),
+never guessed; an unreadable file is skipped with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxcodec import atomic, audio
+from jaxcodec.data import manifest as manifest_lib
+from jaxcodec.eval import asr as asr_lib
+from jaxcodec.eval import metrics, probes, speaker, vc, world
+from jaxcodec.eval.codebook import CodeUsage
+
+# Manifest keys that are bookkeeping, not labels a probe could predict.
+MANIFEST_KEYS = frozenset({"id", "path", "duration", "frames", "sample_rate", "channels", "speaker", "chapter",
+                           "text", "split"})
+LABEL_FILE_SKIP = frozenset({"id", "speaker", "split", "seconds"})
+SCORE_KEYS = ("pesq", "stoi", "mel_distance", "si_sdr", "mcd", "f0_rmse", "f0_corr", "vuv_error")
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Options:
+    checkpoint: Path  # a training workdir (or its checkpoints/ folder)
+    manifest: Path
+    out: Path
+    step: int | str | None = None  # None = latest, "best", or a step number
+    split: str = "test"  # the manifest split evaluated ("all" = every entry)
+    n_q: str | list[int] | None = None  # bitrates as numbers of RVQ levels, or a parse_levels spec (default: all)
+    max_utterances: int | None = None
+    speaker_encoder: str | None = speaker.DEFAULT_ENCODER  # None: no speaker metrics
+    asr: bool = True  # PocketSphinx WER and phone alignments
+    voice_conversion: bool = True
+    probes: bool = True
+    probe_split: str = "all"  # utterances the probes train and test on
+    probe_max_utterances: int = 1000
+    labels: Path | None = None  # JSON list of {"speaker" or "id": ..., label: value} for the probes
+    samples: int = 3  # utterances whose original / reconstructions / conversion are kept as WAV
+
+
+def parse_levels(spec: str, n_q: int) -> list[int]:
+    """'1..8', '1,2,4,8' or '8' → sorted level counts, each in 1..n_q."""
+    try:
+        if ".." in spec:
+            first, last = (int(x) for x in spec.split(".."))
+            levels = list(range(first, last + 1))
+        else:
+            levels = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError as err:
+        raise EvalError(f"--n-q {spec!r}: expected A..B or a comma list of integers") from err
+    bad = [n for n in levels if not 1 <= n <= n_q]
+    if not levels or bad:
+        raise EvalError(f"--n-q {spec!r}: every value must be in 1..{n_q} (the checkpoint has {n_q} levels)")
+    return sorted(set(levels))
+
+
+def _select(entries: list[dict], split: str, limit: int | None) -> list[dict]:
+    chosen = [e for e in entries if split == "all" or e["split"] == split]
+    return chosen[:limit] if limit else chosen
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _try(fn, skipped: dict, name: str):
+    """fn() or None, recording why a metric could not run (missing package, failing model)."""
+    try:
+        return fn()
+    except (metrics.MetricUnavailable, speaker.SpeakerEncoderError) as err:
+        skipped.setdefault(name, " ".join(str(err).split()))
+        return None
+
+
+class _Clips:
+    """WAVs written for the speaker encoder (a temporary folder) and the few kept as samples."""
+
+    def __init__(self, out: Path, keep: int):
+        self._tmp = tempfile.TemporaryDirectory(prefix=".speaker-audio-", dir=out)
+        self.root, self.samples, self.keep = Path(self._tmp.name), out / "samples", keep
+        self.paths: dict[tuple, Path] = {}
+
+    def add(self, key: tuple, wav: np.ndarray, sample_index: int) -> None:
+        path = self.root / ("_".join(str(k) for k in key) + ".wav")
+        audio.write(path, wav)
+        self.paths[key] = path
+        if sample_index < self.keep:
+            audio.write(self.samples / path.name, wav)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def evaluate(options: Options, log=print) -> dict:
+    import jaxcodec
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    entries = manifest_lib.read(options.manifest)
+    test = _select(entries, options.split, options.max_utterances)
+    if not test:
+        raise EvalError(f"{options.manifest}: no utterances in split {options.split!r}")
+    codec = jaxcodec.load(options.checkpoint, options.step)
+    levels = options.n_q or list(range(1, codec.n_q + 1))
+    levels = parse_levels(levels if isinstance(levels, str) else ",".join(map(str, levels)), codec.n_q)
+    options.out.mkdir(parents=True, exist_ok=True)
+    skipped: dict[str, str] = {}
+    recogniser = _try(asr_lib.PocketSphinx, skipped, "asr") if options.asr else None
+    clips = _Clips(options.out, options.samples)
+    rows, codes_by_id, bad_files = [], {}, {}
+    usage = CodeUsage(codec.n_q, codec.codebook_size)
+    analyses: dict[str, world.Analysis | None] = {}
+    try:
+        for index, entry in enumerate(tqdm(test, desc="reconstructing", unit="utt", dynamic_ncols=True)):
+            try:
+                wav, _ = audio.read(entry["path"], codec.sample_rate)
+            except audio.AudioError as err:
+                bad_files[entry["id"]] = " ".join(str(err).split())
+                continue
+            codes = codec.encode(wav)
+            codes_by_id[entry["id"]] = codes
+            usage.add(codes)
+            analyses[entry["id"]] = reference = _try(lambda w=wav: world.Analysis(w, codec.sample_rate), skipped,
+                                                     "world")
+            clips.add((entry["id"], "original"), wav, index)
+            base = {"id": entry["id"], "speaker": str(entry["speaker"]), "text": entry.get("text")}
+            if recogniser is not None:
+                rows.append({**base, "kind": "original", "transcript": recogniser.transcribe(wav)})
+            for n in levels:
+                recon = codec.decode(codes[:n], num_samples=len(wav))
+                row = {**base, "kind": "reconstruction", "n_q": n,
+                       **metrics.reconstruction_scores(wav, recon, codec.sample_rate)}
+                if reference is not None:
+                    row.update(reference.compare(world.Analysis(recon, codec.sample_rate)))
+                if recogniser is not None:
+                    row["transcript"] = recogniser.transcribe(recon)
+                clips.add((entry["id"], f"nq{n}"), recon, index)
+                rows.append(row)
+        evaluated = [e for e in test if e["id"] in codes_by_id]
+        if not evaluated:
+            raise EvalError(f"none of the {len(test)} utterances could be read: {next(iter(bad_files.values()))}")
+        if options.voice_conversion:
+            rows += _voice_conversion(codec, evaluated, codes_by_id, analyses, recogniser, clips, skipped)
+        embeddings = _speaker_embeddings(options, clips, skipped)
+    finally:
+        clips.close()
+    result = {
+        "checkpoint": str(options.checkpoint), "step": codec.step, "manifest": str(options.manifest),
+        "split": options.split, "utterances": len(evaluated), "audio_seconds": None,
+        "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate, "codebook_size": codec.codebook_size,
+        "bad_files": bad_files, "asr_model": recogniser.name if recogniser is not None else None,
+    }
+    result["audio_seconds"] = round(sum(float(e["duration"]) for e in evaluated), 2)
+    result["originals"] = _originals_summary(rows, evaluated, embeddings)
+    result["bitrates"] = [_bitrate_summary(rows, n, codec, embeddings, evaluated) for n in levels]
+    if options.voice_conversion:
+        result["voice_conversion"] = _vc_summary(rows, embeddings)
+    result["codebook"] = usage.summary(codec.frame_rate)
+    if options.probes:
+        result["probes"] = _probes(options, entries, codec, codes_by_id, recogniser, skipped)
+    result["speaker_encoder"] = embeddings["model"] if embeddings else None
+    result["skipped"] = skipped
+    result["seconds"] = round(time.monotonic() - started, 1)
+    atomic.write_jsonl(options.out / "utterances.jsonl", rows)
+    atomic.write_json(options.out / "metrics.json", result)
+    log(f"evaluated {len(evaluated)} utterances at n_q {levels} in {result['seconds']:.0f} s → {options.out}")
+    return result
+
+
+def _voice_conversion(codec, evaluated, codes_by_id, analyses, recogniser, clips, skipped) -> list[dict]:
+    from tqdm import tqdm
+
+    pairs = vc.pair_targets(evaluated)
+    if not pairs or codec.n_q < 2:
+        skipped.setdefault("voice_conversion", "needs two speakers and a codec with at least 2 levels")
+        return []
+    rows = []
+    for index, (s, t) in enumerate(tqdm(pairs, desc="voice conversion", unit="utt", dynamic_ncols=True)):
+        source, target = evaluated[s], evaluated[t]
+        codes = vc.swap_tokens(codes_by_id[source["id"]], codes_by_id[target["id"]])
+        converted = codec.decode(codes)
+        row = {"id": source["id"], "target_id": target["id"], "kind": "conversion", "speaker": str(source["speaker"]),
+               "target_speaker": str(target["speaker"]), "text": source.get("text"),
+               "parallel": bool(source.get("text")) and source.get("text") == target.get("text")}
+        reference = analyses.get(source["id"])
+        if reference is not None:
+            converted_analysis = world.Analysis(converted, codec.sample_rate)
+            row.update(reference.compare(converted_analysis))
+            target_analysis = analyses.get(target["id"])
+            if row["parallel"] and target_analysis is not None:
+                row["mcd_to_target"] = world.mcd_from_mel_cepstra(target_analysis.mel_cepstrum,
+                                                                  converted_analysis.mel_cepstrum)
+        if recogniser is not None:
+            row["transcript"] = recogniser.transcribe(converted)
+        clips.add((source["id"], "to", target["speaker"]), converted, index)
+        rows.append(row)
+    return rows
+
+
+def _speaker_embeddings(options, clips, skipped) -> dict | None:
+    if not options.speaker_encoder:
+        skipped.setdefault("speaker", "disabled (--speaker-encoder none)")
+        return None
+    keys = list(clips.paths)
+    found = _try(lambda: speaker.embed_files([clips.paths[k] for k in keys], options.speaker_encoder), skipped,
+                 "speaker")
+    if found is None:
+        return None
+    embeddings, model, errors = found
+    return {"model": model, "by_key": dict(zip(keys, embeddings, strict=True)), "errors": errors}
+
+
+def _wer(rows: list[dict]) -> float | None:
+    scored = [r for r in rows if r.get("transcript") is not None and r.get("text")]
+    return asr_lib.wer([r["text"] for r in scored], [r["transcript"] for r in scored]) if scored else None
+
+
+def _originals_summary(rows, evaluated, embeddings) -> dict:
+    summary = {"wer": _wer([r for r in rows if r["kind"] == "original"])}
+    if embeddings:
+        matrix = np.stack([embeddings["by_key"][(e["id"], "original")] for e in evaluated])
+        summary["eer"] = speaker.verification_eer(matrix, [str(e["speaker"]) for e in evaluated])
+    return summary
+
+
+def _bitrate_summary(rows, n, codec, embeddings, evaluated) -> dict:
+    at_n = [r for r in rows if r["kind"] == "reconstruction" and r["n_q"] == n]
+    summary = {"n_q": n, "tokens_per_second": codec.frame_rate * n,
+               "kbps": codec.frame_rate * n * np.log2(codec.codebook_size) / 1000}
+    summary.update({key: _mean(r.get(key) for r in at_n) for key in SCORE_KEYS})
+    summary["pesq_scored"] = sum(r.get("pesq") is not None for r in at_n)
+    summary["wer"] = _wer(at_n)
+    if embeddings:
+        by_key = embeddings["by_key"]
+        originals = np.stack([by_key[(e["id"], "original")] for e in evaluated])
+        recons = np.stack([by_key[(e["id"], f"nq{n}")] for e in evaluated])
+        summary["speaker_similarity"] = _mean(speaker.cosine(originals, recons))
+        summary["eer"] = speaker.verification_eer(recons, [str(e["speaker"]) for e in evaluated])
+    return summary
+
+
+def _vc_summary(rows, embeddings) -> dict:
+    conversions = [r for r in rows if r["kind"] == "conversion"]
+    summary = {"pairs": len(conversions), "parallel_pairs": sum(r["parallel"] for r in conversions),
+               "wer": _wer(conversions),
+               "mcd_to_source": _mean(r.get("mcd") for r in conversions),
+               "mcd_to_target": _mean(r.get("mcd_to_target") for r in conversions),
+               "f0_corr_to_source": _mean(r.get("f0_corr") for r in conversions)}
+    if embeddings and conversions:
+        by_key = embeddings["by_key"]
+        converted = np.stack([by_key[(r["id"], "to", r["target_speaker"])] for r in conversions])
+        target = np.stack([by_key[(r["target_id"], "original")] for r in conversions])
+        source = np.stack([by_key[(r["id"], "original")] for r in conversions])
+        summary["similarity_to_target"] = _mean(speaker.cosine(converted, target))
+        summary["similarity_to_source"] = _mean(speaker.cosine(converted, source))
+    return summary
+
+
+# --- probes --------------------------------------------------------------------------------------------------------
+
+def _label_table(entries: list[dict], label_file: Path | None) -> dict[str, list]:
+    """{label name: value per entry (None = unknown)}: the speaker, categorical manifest keys, and a label file's
+    per-speaker or per-utterance fields."""
+    import json
+
+    table: dict[str, list] = {"speaker": [str(e["speaker"]) for e in entries]}
+    for key in sorted({k for e in entries for k in e} - MANIFEST_KEYS):
+        table[key] = [None if e.get(key) is None else str(e[key]) for e in entries]
+    if label_file is not None:
+        try:
+            records = json.loads(Path(label_file).read_text())
+        except (OSError, ValueError) as err:
+            raise EvalError(f"--labels {label_file}: not a readable JSON list ({err})") from err
+        by_speaker = {str(r["speaker"]): r for r in records if "speaker" in r and "id" not in r}
+        by_id = {str(r["id"]): r for r in records if "id" in r}
+        for key in sorted({k for r in records for k in r} - LABEL_FILE_SKIP):
+            table[key] = [None if (r := by_id.get(e["id"]) or by_speaker.get(str(e["speaker"]))) is None
+                          or r.get(key) is None else str(r[key]) for e in entries]
+    # A label with one value, or nearly one per utterance, says nothing a probe could learn; a per-speaker label
+    # with one value per speaker (a voice name) is the speaker probe again.
+    speaker_count = len(set(table["speaker"]))
+    return {k: v for k, v in table.items()
+            if 2 <= len({x for x in v if x is not None}) <= max(len(entries) // 4, 2)
+            and (k == "speaker" or len({(s, x) for s, x in zip(table["speaker"], v, strict=True)}) > speaker_count
+                 or len({x for x in v if x is not None}) < speaker_count)}
+
+
+def _probes(options, entries, codec, codes_by_id, recogniser, skipped) -> dict:
+    from tqdm import tqdm
+
+    chosen = _select(entries, options.probe_split, options.probe_max_utterances)
+    codes, frame_labels, kept = [], [], []
+    for entry in tqdm(chosen, desc="probe features", unit="utt", dynamic_ncols=True):
+        codes_qt = codes_by_id.get(entry["id"])
+        wav = None
+        if codes_qt is None or recogniser is not None:
+            try:
+                wav, _ = audio.read(entry["path"], codec.sample_rate)
+            except audio.AudioError:
+                continue
+            if codes_qt is None:
+                codes_qt = codec.encode(wav)
+        kept.append(entry)
+        codes.append(codes_qt)
+        phones = recogniser.align_phones(wav, entry["text"]) if recogniser is not None and entry.get("text") else None
+        frame_labels.append(None if phones is None else
+                            probes.frame_phone_labels(phones, codes_qt.shape[1], 1.0 / codec.frame_rate))
+    codebooks = codec.codebooks()
+    result = {"utterances": len(kept), "split": options.probe_split,
+              "utterance": probes.utterance_probes(codes, codebooks, _label_table(kept, options.labels))}
+    if recogniser is None:
+        skipped.setdefault("phone_probe", "needs the ASR (PocketSphinx) for phone alignments")
+    else:
+        result["aligned_utterances"] = sum(labels is not None for labels in frame_labels)
+        result["phone"] = probes.phone_probe(codes, codebooks, frame_labels)
+    return result
