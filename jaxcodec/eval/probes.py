@@ -44,9 +44,12 @@ def utterance_features(frames_td: np.ndarray) -> np.ndarray:
 def frame_phone_labels(phones: list[tuple[str, float, float]], num_frames: int, frame_seconds: float) -> list[str]:
     """The phone at each frame's centre ('' outside every segment or in silence)."""
     labels = [""] * num_frames
+
+    def first_frame_from(seconds: float) -> int:  # the first frame whose centre is at or after `seconds`
+        return int(np.ceil(round(seconds / frame_seconds - 0.5, 6)))  # rounded: 0.07 / 0.02 is 3.0000000000000004
+
     for name, start, end in phones:
-        first = max(int(np.ceil(start / frame_seconds - 0.5)), 0)
-        last = min(int(np.ceil(end / frame_seconds - 0.5)), num_frames)
+        first, last = max(first_frame_from(start), 0), min(first_frame_from(end), num_frames)
         for t in range(first, last):
             labels[t] = "" if name in SILENCE_PHONES else name
     return labels

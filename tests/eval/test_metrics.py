@@ -67,3 +67,11 @@ def test_stoi_and_the_combined_scores():
     scores = metrics.reconstruction_scores(x, x + 0.05 * noise, SR)
     assert set(scores) == {"mel_distance", "si_sdr", "pesq", "stoi"} and all(v is not None for v in scores.values())
     assert metrics.reconstruction_scores(x[:200], x[:200], SR)["pesq"] is None  # too short: not a number
+
+
+def test_stoi_is_one_for_identical_signals_and_falls_with_noise():
+    pytest.importorskip("pystoi", reason="the eval extra is not installed")
+    x = speechlike(3.0)
+    noise = np.random.default_rng(3).standard_normal(len(x)) * np.std(x)
+    assert metrics.stoi(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert metrics.stoi(x, x + 3.0 * noise) < metrics.stoi(x, x + 0.3 * noise) < 1.0

@@ -86,6 +86,17 @@ def test_codes_are_nearest_codes_of_residuals_and_decode_matches():
     np.testing.assert_allclose(float(out.commitment_loss), expected_commit, rtol=1e-5)
 
 
+def test_decode_with_a_traced_level_count_sums_only_the_first_levels():
+    q = make_rvq()
+    codes = q(latents()).codes_bqt
+    embed = np.asarray(q.embed[...])
+    decode = jax.jit(lambda c, n: q.decode(c, n))  # one compilation serves every level count
+    for levels in (1, 3):
+        by_hand = sum(embed[level][np.asarray(codes[:, level])] for level in range(levels))
+        np.testing.assert_allclose(np.asarray(decode(codes, jnp.int32(levels))), by_hand, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(q.decode(codes[:, :levels])), by_hand, atol=1e-5)
+
+
 def _residuals(x, embed):
     out = []
     for level in range(embed.shape[0]):
