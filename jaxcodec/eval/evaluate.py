@@ -110,8 +110,9 @@ class _Clips:
 
 
 def evaluate(options: Options, log=print) -> dict:
-    import jaxcodec
     from tqdm import tqdm
+
+    import jaxcodec
 
     started = time.monotonic()
     entries = manifest_lib.read(options.manifest)

@@ -188,7 +188,8 @@ def render(out: Path, result: dict) -> Path:
     book = result["codebook"]
     lines += ["## Codebook health", "",
               f"{book['tokens_per_second']:.0f} tokens/s, {book['bits_per_second']:.0f} bit/s nominal, "
-              f"{book['entropy_bits_per_second']:.0f} bit/s of token entropy; codebooks of {book['codebook_size']}.", "",
+              f"{book['entropy_bits_per_second']:.0f} bit/s of token entropy; "
+              f"codebooks of {book['codebook_size']}.", "",
               "| level | " + " | ".join(str(i + 1) for i in range(len(book["used_codes_per_level"]))) + " |",
               "|---" * (len(book["used_codes_per_level"]) + 1) + "|",
               "| codes used | " + " | ".join(map(str, book["used_codes_per_level"])) + " |",
