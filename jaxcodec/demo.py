@@ -149,6 +149,7 @@ def untrained_tokenizer(config):
 def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
     """Scores per model on the test split, token statistics and files for the trained model."""
     from jaxcodec.eval import metrics
+    from jaxcodec.eval.codebook import CodeUsage
 
     test = [e for e in entries if e["split"] == "test"]
     if not test:
@@ -156,7 +157,8 @@ def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
     results, tokens_dir, samples = {}, out / "tokens", out / "samples"
     tokens_dir.mkdir(exist_ok=True)
     samples.mkdir(exist_ok=True)
-    usage = None
+    trained = tokenizers["trained"]
+    usage = CodeUsage(trained.n_q, trained.codebook_size)
     from tqdm import tqdm
 
     for name, tokenizer in tokenizers.items():
@@ -169,8 +171,7 @@ def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
                 codes = tokenizer.encode(wav)
                 with atomic.replacing(tokens_dir / f"{entry['id']}.npy") as tmp, open(tmp, "wb") as f:
                     np.save(f, codes.astype(np.int16))  # [n_q, T]; int16 holds codes < 32768
-                counts = np.stack([np.bincount(c, minlength=tokenizer.codebook_size) for c in codes])
-                usage = counts if usage is None else usage + counts
+                usage.add(codes)
                 if i < REPORT_CLIPS:
                     audio.write(samples / f"{entry['id']}_original.wav", wav)
                     audio.write(samples / f"{entry['id']}_reconstruction.wav", recon)
@@ -178,14 +179,8 @@ def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
                 audio.write(samples / f"{entry['id']}_untrained.wav", recon)
         results[name] = {key: _mean([r[key] for r in rows]) for key in rows[0]}
         results[name]["scored_pesq"] = sum(r["pesq"] is not None for r in rows)
-    p = usage / np.maximum(usage.sum(1, keepdims=True), 1)
-    entropy = -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0), axis=1)
-    trained = tokenizers["trained"]
-    token_stats = {"utterances": len(test), "tokens_per_second": trained.frame_rate * trained.n_q,
-                   "bits_per_second": trained.frame_rate * trained.n_q * np.log2(trained.codebook_size),
-                   "used_codes_per_level": [int(x) for x in (usage > 0).sum(1)],
-                   "entropy_bits_per_level": [round(float(x), 2) for x in entropy],
-                   "codebook_size": trained.codebook_size}
+    token_stats = {"utterances": len(test), **usage.summary(trained.frame_rate)}
+    del token_stats["counts_per_level"]  # summary.json stays readable
     return {"test_utterances": len(test), "scores": results, "tokens": token_stats,
             "clips": [e["id"] for e in test[:REPORT_CLIPS]]}
 

@@ -8,24 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from jaxcodec import atomic, audio
+from jaxcodec.eval.report import fmt_value, plot_spectrograms, pyplot, save_png
 
 METRIC_ROWS = (("pesq", "PESQ-wb ↑", "{:.3f}"), ("stoi", "STOI ↑", "{:.3f}"),
                ("mel_distance", "mel distance ↓", "{:.3f}"), ("si_sdr", "SI-SDR (dB) ↑", "{:.2f}"))
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(workdir: Path, path: Path) -> Path:
     """Training losses (total, mel, semantic, acoustic, discriminator), validation mel and per-level codebook
     perplexity, from workdir/metrics.jsonl."""
-    plt = _plt()
+    plt = pyplot()
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in rows if "loss/total" in r]
     valid = [r for r in rows if "valid_mel" in r]
@@ -49,32 +41,7 @@ def plot_curves(workdir: Path, path: Path) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic.replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_spectrograms(wavs: dict[str, np.ndarray], sample_rate: int, path: Path) -> Path:
-    from jaxcodec.train.tensorboard import spectrogram_image
-
-    plt = _plt()
-    fig, axes = plt.subplots(len(wavs), 1, figsize=(10, 2.6 * len(wavs)))
-    for ax, (name, wav) in zip(np.atleast_1d(axes), wavs.items(), strict=True):
-        ax.imshow(spectrogram_image([wav], sample_rate), aspect="auto",
-                  extent=(0, len(wav) / sample_rate, 0, sample_rate / 2000))
-        ax.set_title(name)
-        ax.set_ylabel("kHz")
-    np.atleast_1d(axes)[-1].set_xlabel("seconds")
-    fig.tight_layout()
-    with atomic.replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _fmt(value, pattern: str) -> str:
-    return "—" if value is None else pattern.format(value)
+    return save_png(fig, path)
 
 
 def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: dict, train_info: dict) -> Path:
@@ -103,8 +70,8 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
         "| metric | trained | untrained baseline |", "|---|---|---|",
     ]
     for key, label, pattern in METRIC_ROWS:
-        lines.append(f"| {label} | {_fmt(scores['trained'].get(key), pattern)} | "
-                     f"{_fmt(scores['untrained'].get(key), pattern)} |")
+        lines.append(f"| {label} | {fmt_value(scores['trained'].get(key), pattern)} | "
+                     f"{fmt_value(scores['untrained'].get(key), pattern)} |")
     lines += [
         "", f"PESQ scored {scores['trained']['scored_pesq']} of {summary['test_utterances']} clips (a clip PESQ "
         "cannot score is left out, not counted as a number). Mel distance: mean |Δ log10 mel|, 80 bands.", "",
@@ -126,6 +93,10 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
         "|---" * (len(tokens["used_codes_per_level"]) + 1) + "|",
         "| codes used | " + " | ".join(str(x) for x in tokens["used_codes_per_level"]) + " |",
         "| entropy (bits) | " + " | ".join(str(x) for x in tokens["entropy_bits_per_level"]) + " |", "",
+        "The full evaluation of this model (every bitrate, WER, speaker similarity and EER, voice conversion, "
+        "probes), which the demo's time budget leaves out:", "",
+        f"    jaxcodec eval --checkpoint {out / 'workdir'} --step best --manifest {out / 'manifest.jsonl'} "
+        f"-o {out / 'eval'} --labels jaxcodec/data/corpus/speakers.json", "",
         "## Time", "",
         "| stage | seconds |", "|---|---|",
         *[f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()], "",

@@ -30,7 +30,8 @@ VC_METRICS = (
 )
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,20 +40,22 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Writes the figure atomically and closes it."""
     with atomic.replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
-def _fmt(value, pattern: str) -> str:
+def fmt_value(value, pattern: str) -> str:
+    """A number in `pattern`, or a dash for a metric that was not measured."""
     return "—" if value is None else pattern.format(value)
 
 
 def plot_bitrate_curves(results: dict[str, dict], path: Path) -> Path:
     """One panel per metric, x = tokens/s, one line per run."""
-    plt = _plt()
+    plt = pyplot()
     shown = [m for m in BITRATE_METRICS
              if any(row.get(m[0]) is not None for r in results.values() for row in r["bitrates"])]
     columns = 4
@@ -73,13 +76,13 @@ def plot_bitrate_curves(results: dict[str, dict], path: Path) -> Path:
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_codebook_usage(codebook: dict, path: Path) -> Path:
     """Left: each level's codes ranked by frequency (the usage histogram, sorted); right: codes used and
     perplexity per level against the codebook size."""
-    plt = _plt()
+    plt = pyplot()
     levels = np.arange(1, len(codebook["used_codes_per_level"]) + 1)
     fig, (ranked, bars) = plt.subplots(1, 2, figsize=(12, 3.6))
     for level, counts in zip(levels, codebook["counts_per_level"], strict=True):
@@ -100,13 +103,13 @@ def plot_codebook_usage(codebook: dict, path: Path) -> Path:
     for ax in (ranked, bars):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def plot_spectrogram_triplet(wavs: dict[str, np.ndarray], sample_rate: int, path: Path) -> Path:
+def plot_spectrograms(wavs: dict[str, np.ndarray], sample_rate: int, path: Path) -> Path:
     from jaxcodec.train.tensorboard import spectrogram_image
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(wavs), 1, figsize=(10, 2.4 * len(wavs)), squeeze=False)
     for ax, (name, wav) in zip(axes[:, 0], wavs.items(), strict=True):
         ax.imshow(spectrogram_image([wav], sample_rate), aspect="auto",
@@ -115,7 +118,7 @@ def plot_spectrogram_triplet(wavs: dict[str, np.ndarray], sample_rate: int, path
         ax.set_ylabel("kHz")
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _bitrate_table(result: dict) -> list[str]:
@@ -124,10 +127,10 @@ def _bitrate_table(result: dict) -> list[str]:
              "|---|---|" + "---|" * len(shown)]
     for row in result["bitrates"]:
         lines.append(f"| {row['tokens_per_second']:.0f} | {row['kbps']:.2f} | "
-                     + " | ".join(_fmt(row.get(key), pattern) for key, _, pattern, _ in shown) + " |")
+                     + " | ".join(fmt_value(row.get(key), pattern) for key, _, pattern, _ in shown) + " |")
     originals = result.get("originals", {})
     if any(originals.get(key) is not None for key, *_ in shown):
-        lines.append("| original | — | " + " | ".join(_fmt(originals.get(key), pattern) for key, _, pattern, _ in shown)
+        lines.append("| original | — | " + " | ".join(fmt_value(originals.get(key), pattern) for key, _, pattern, _ in shown)
                      + " |")
     return lines
 
@@ -143,8 +146,8 @@ def _probe_tables(probes: dict) -> list[str]:
     lines += ["| probe | " + " | ".join(groups) + " | chance | train / test |", "|---|" + "---|" * (len(groups) + 2)]
     for name, result in tables:
         first = next((r for r in result.values() if r), None)
-        cells = [_fmt(result.get(g) and result[g]["accuracy"], "{:.3f}") for g in groups]
-        extra = [_fmt(first and first["chance"], "{:.3f}"),
+        cells = [fmt_value(result.get(g) and result[g]["accuracy"], "{:.3f}") for g in groups]
+        extra = [fmt_value(first and first["chance"], "{:.3f}"),
                  f"{first['train']} / {first['test']}" if first else "—"]
         lines.append(f"| {name} | " + " | ".join(cells + extra) + " |")
     return lines
@@ -172,7 +175,7 @@ def render(out: Path, result: dict) -> Path:
                   f"Level 1 of the source, levels 2–{result['bitrates'][-1]['n_q']} of another speaker's utterance; "
                   f"{vc['pairs']} pairs ({vc['parallel_pairs']} with a parallel target utterance).", "",
                   "| metric | value |", "|---|---|",
-                  *[f"| {label} | {_fmt(vc.get(key), pattern)} |" for key, label, pattern in VC_METRICS], ""]
+                  *[f"| {label} | {fmt_value(vc.get(key), pattern)} |" for key, label, pattern in VC_METRICS], ""]
     if kept:
         clip = kept[0].name[: -len("_original.wav")]
         top = result["bitrates"][-1]["n_q"]
@@ -182,7 +185,7 @@ def render(out: Path, result: dict) -> Path:
         wavs.update({f"converted to speaker {p.name.split('_to_')[1][:-4]}": p
                      for p in sorted(samples.glob(f"{clip}_to_*.wav"))})
         wavs = {name: audio.read(p)[0] for name, p in wavs.items() if p.exists()}
-        triplet = plot_spectrogram_triplet(wavs, result["sample_rate"], out / "spectrograms.png")
+        triplet = plot_spectrograms(wavs, result["sample_rate"], out / "spectrograms.png")
         lines += ["## Spectrograms", "", f"Utterance `{clip}`.", "", f"![spectrograms]({triplet.name})", "",
                   "Listen: " + ", ".join(f"`samples/{p.name}`" for p in sorted(samples.glob(f"{clip}_*.wav"))), ""]
     book = result["codebook"]
@@ -214,34 +217,40 @@ def render(out: Path, result: dict) -> Path:
     return report
 
 
-def compare(directories: list[Path], out: Path | None = None) -> str:
+def _run_names(directories: list[Path]) -> list[str]:
+    """Folder names, or parent/name where two folders share a name (DIR/a/eval, DIR/b/eval)."""
+    names = [Path(d).resolve().name for d in directories]
+    if len(set(names)) < len(names):
+        names = [f"{Path(d).resolve().parent.name}/{Path(d).resolve().name}" for d in directories]
+    return names
+
+
+def compare(directories: list[Path], out: Path | None = None, names: list[str] | None = None) -> str:
     """A markdown table of two or more runs' metrics.json side by side (at each run's full bitrate, plus VC and
-    probes), and, with `out`, the overlaid bitrate curves as out/compare_curves.png."""
+    probes), and, with `out`, the table as out/compare.md and the overlaid bitrate curves as
+    out/compare_curves.png."""
     results = {}
-    for directory in directories:
+    for name, directory in zip(names or _run_names(directories), directories, strict=True):
         path = Path(directory) / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: no metrics.json (run `jaxcodec eval` there first)")
-        results[Path(directory).name or str(directory)] = json.loads(path.read_text())
-    names = list(results)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        results[name] = json.loads(path.read_text())
+    lines = ["| metric | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for key, label, pattern, up in BITRATE_METRICS:
-        cells = [_fmt(r["bitrates"][-1].get(key), pattern) for r in results.values()]
+        cells = [fmt_value(r["bitrates"][-1].get(key), pattern) for r in results.values()]
         if any(c != "—" for c in cells):
             lines.append(f"| {label} {'↑' if up else '↓'} (full bitrate) | " + " | ".join(cells) + " |")
     for key, label, pattern in VC_METRICS:
-        cells = [_fmt((r.get("voice_conversion") or {}).get(key), pattern) for r in results.values()]
+        cells = [fmt_value((r.get("voice_conversion") or {}).get(key), pattern) for r in results.values()]
         if any(c != "—" for c in cells):
             lines.append(f"| VC: {label} | " + " | ".join(cells) + " |")
-    for r_name in ("phone", "speaker"):
-        for group in ("level 1", "levels 2-8"):
-            cells = []
-            for r in results.values():
-                probes = r.get("probes") or {}
-                table = probes.get("phone") if r_name == "phone" else probes.get("utterance", {}).get("speaker")
-                cells.append(_fmt((table or {}).get(group) and table[group]["accuracy"], "{:.3f}"))
-            if any(c != "—" for c in cells):
-                lines.append(f"| probe: {r_name}, {group} | " + " | ".join(cells) + " |")
+    for probe in ("phone", "speaker"):
+        tables = [(r.get("probes") or {}).get("phone") if probe == "phone"
+                  else (r.get("probes") or {}).get("utterance", {}).get("speaker") for r in results.values()]
+        groups = list(dict.fromkeys(g for table in tables for g in (table or {})))
+        for group in groups:
+            cells = [fmt_value((table or {}).get(group) and table[group]["accuracy"], "{:.3f}") for table in tables]
+            lines.append(f"| probe: {probe}, {group} ↑ | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
