@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     table = report.compare([args.out / v / "eval" for v in args.variants], args.out, names=args.variants)
     lines = ["# Ablation", "", f"Config `{args.config}`, {args.steps} steps per variant, data `{args.data}`.", "",
              table, "![curves](compare_curves.png)", "", "| variant | training seconds | stopped early |",
-             "|---|---|---|", *[f"| {v} | {t['training_seconds']} | {t['stopped_early']} |" for v, t in timings.items()]]
+             "|---|---|---|",
+             *[f"| {v} | {t['training_seconds']} | {t['stopped_early']} |" for v, t in timings.items()]]
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
     print(table, end="")
     print(f"[ablate] comparison: {args.out / 'ablation.md'}")

@@ -130,8 +130,8 @@ def _bitrate_table(result: dict) -> list[str]:
                      + " | ".join(fmt_value(row.get(key), pattern) for key, _, pattern, _ in shown) + " |")
     originals = result.get("originals", {})
     if any(originals.get(key) is not None for key, *_ in shown):
-        lines.append("| original | — | " + " | ".join(fmt_value(originals.get(key), pattern) for key, _, pattern, _ in shown)
-                     + " |")
+        cells = [fmt_value(originals.get(key), pattern) for key, _, pattern, _ in shown]
+        lines.append("| original | — | " + " | ".join(cells) + " |")
     return lines
 
 
