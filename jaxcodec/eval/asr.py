@@ -4,7 +4,8 @@ alignments that the content probe trains on.
 The offline recogniser is CMU PocketSphinx with the US-English acoustic model, language model and dictionary its
 wheel ships (no download). It is a weak recogniser (tens of percent WER on clean read speech), so what it
 measures is the WER a reconstruction adds over the original's, not absolute intelligibility. A transformers ASR
-model would need PyTorch, which jaxcodec never imports; score its transcripts with `wer` below.
+model (hub id or local directory; `TransformersASR`) runs in a subprocess (`python -m teachers.asr`), because
+jaxcodec never imports torch. Both transcribe lists of files.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class PocketSphinx:
         decoder.process_raw(_pcm16(wav), full_utt=True)
         decoder.end_utt()
 
+    def transcribe_files(self, paths: list) -> list[str]:
+        from tqdm import tqdm
+
+        from jaxcodec import audio
+
+        return [self.transcribe(audio.read(path, ASR_SAMPLE_RATE)[0])
+                for path in tqdm(paths, desc="ASR (PocketSphinx)", unit="clip", dynamic_ncols=True)]
+
     def transcribe(self, wav: np.ndarray) -> str:
         """float waveform at 16 kHz → lower-case words ('' when nothing was recognised)."""
         self._run(self._recogniser, wav)
@@ -91,3 +100,27 @@ class PocketSphinx:
             return None
         return [(phone.name, phone.start * PHONE_FRAME_SECONDS, (phone.start + phone.duration) * PHONE_FRAME_SECONDS)
                 for word in alignment for phone in word]
+
+
+class TransformersASR:
+    """A transformers `automatic-speech-recognition` pipeline (hub id or local directory), in a subprocess."""
+
+    def __init__(self, model: str, device: str = "cpu"):
+        self.name, self.device = model, device
+
+    def transcribe_files(self, paths: list) -> list[str]:
+        import json
+
+        from jaxcodec.eval.torch_tools import run_on_files
+
+        def read(out):
+            return [normalize_text(t) for t in json.loads(out.read_text())["transcripts"]]
+
+        return run_on_files("teachers.asr", paths, ["--model", self.name, "--device", self.device], ".json", read)
+
+
+def recogniser(spec: str | None):
+    """'pocketsphinx' (offline default), None / 'none', or a transformers model id or directory."""
+    if spec in (None, "none"):
+        return None
+    return PocketSphinx() if spec == "pocketsphinx" else TransformersASR(spec)

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-utterances", type=int, help="evaluate at most this many utterances of the split")
     parser.add_argument("--speaker-encoder", default="resemblyzer",
                         help="resemblyzer (offline), ecapa, ecapa:DIR_OR_ID, or none (default: %(default)s)")
-    parser.add_argument("--no-asr", action="store_true", help="skip PocketSphinx (WER and the phone probe)")
+    parser.add_argument("--asr", default="pocketsphinx",
+                        help="WER recogniser: pocketsphinx (offline), a transformers ASR model id or directory "
+                             "(run by teachers.asr, PyTorch), or none (default: %(default)s)")
     parser.add_argument("--no-vc", action="store_true", help="skip voice conversion by token swap")
     parser.add_argument("--no-probes", action="store_true", help="skip the probes on frozen tokens")
     parser.add_argument("--probe-split", default="all", help="manifest split the probes use (default: %(default)s)")
@@ -56,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, manifest=args.manifest, out=args.out, step=args.step, split=args.split,
             n_q=args.n_q, max_utterances=args.max_utterances,
             speaker_encoder=None if args.speaker_encoder == "none" else args.speaker_encoder,
-            asr=not args.no_asr, voice_conversion=not args.no_vc, probes=not args.no_probes,
+            asr=None if args.asr == "none" else args.asr, voice_conversion=not args.no_vc, probes=not args.no_probes,
             probe_split=args.probe_split, labels=args.labels, samples=args.samples)
         result = evaluate.evaluate(options)
         path = report.render(args.out, result)

@@ -24,6 +24,7 @@ from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.eval import asr as asr_lib
 from jaxcodec.eval import metrics, probes, speaker, vc, world
 from jaxcodec.eval.codebook import CodeUsage
+from jaxcodec.eval.torch_tools import ToolError
 
 # Manifest keys that are bookkeeping, not labels a probe could predict.
 MANIFEST_KEYS = frozenset({"id", "path", "duration", "frames", "sample_rate", "channels", "speaker", "chapter",
@@ -46,7 +47,7 @@ class Options:
     n_q: str | list[int] | None = None  # bitrates as numbers of RVQ levels, or a parse_levels spec (default: all)
     max_utterances: int | None = None
     speaker_encoder: str | None = speaker.DEFAULT_ENCODER  # None: no speaker metrics
-    asr: bool = True  # PocketSphinx WER and phone alignments
+    asr: str | None = "pocketsphinx"  # WER: pocketsphinx, a transformers model id or directory, or None
     voice_conversion: bool = True
     probes: bool = True
     probe_split: str = "all"  # utterances the probes train and test on
@@ -85,7 +86,7 @@ def _try(fn, skipped: dict, name: str):
     """fn() or None, recording why a metric could not run (missing package, failing model)."""
     try:
         return fn()
-    except (metrics.MetricUnavailable, speaker.SpeakerEncoderError) as err:
+    except (metrics.MetricUnavailable, speaker.SpeakerEncoderError, ToolError) as err:
         skipped.setdefault(name, " ".join(str(err).split()))
         return None
 
@@ -124,7 +125,7 @@ def evaluate(options: Options, log=print) -> dict:
     levels = parse_levels(levels if isinstance(levels, str) else ",".join(map(str, levels)), codec.n_q)
     options.out.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
-    recogniser = _try(asr_lib.PocketSphinx, skipped, "asr") if options.asr else None
+    recogniser = _try(lambda: asr_lib.recogniser(options.asr), skipped, "asr")
     clips = _Clips(options.out, options.samples)
     rows, codes_by_id, bad_files = [], {}, {}
     usage = CodeUsage(codec.n_q, codec.codebook_size)
@@ -143,31 +144,35 @@ def evaluate(options: Options, log=print) -> dict:
                                                      "world")
             clips.add((entry["id"], "original"), wav, index)
             base = {"id": entry["id"], "speaker": str(entry["speaker"]), "text": entry.get("text")}
-            if recogniser is not None:
-                rows.append({**base, "kind": "original", "transcript": recogniser.transcribe(wav)})
+            rows.append({**base, "kind": "original", "clip": (entry["id"], "original")})
             for n in levels:
                 recon = codec.decode(codes[:n], num_samples=len(wav))
                 row = {**base, "kind": "reconstruction", "n_q": n,
                        **metrics.reconstruction_scores(wav, recon, codec.sample_rate)}
                 if reference is not None:
                     row.update(reference.compare(world.Analysis(recon, codec.sample_rate)))
-                if recogniser is not None:
-                    row["transcript"] = recogniser.transcribe(recon)
-                clips.add((entry["id"], f"nq{n}"), recon, index)
+                row["clip"] = (entry["id"], f"nq{n}")
+                clips.add(row["clip"], recon, index)
                 rows.append(row)
         evaluated = [e for e in test if e["id"] in codes_by_id]
         if not evaluated:
             raise EvalError(f"none of the {len(test)} utterances could be read: {next(iter(bad_files.values()))}")
         if options.voice_conversion:
-            rows += _voice_conversion(codec, evaluated, codes_by_id, analyses, recogniser, clips, skipped)
+            rows += _voice_conversion(codec, evaluated, codes_by_id, analyses, clips, skipped)
         embeddings = _speaker_embeddings(options, clips, skipped)
+        if recogniser is not None:
+            transcripts = _try(lambda: recogniser.transcribe_files([clips.paths[r["clip"]] for r in rows]), skipped,
+                               "asr")
+            for row, transcript in zip(rows, transcripts or [], strict=False):
+                row["transcript"] = transcript
     finally:
         clips.close()
     result = {
         "checkpoint": str(options.checkpoint), "step": codec.step, "manifest": str(options.manifest),
         "split": options.split, "utterances": len(evaluated), "audio_seconds": None,
         "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate, "codebook_size": codec.codebook_size,
-        "bad_files": bad_files, "asr_model": recogniser.name if recogniser is not None else None,
+        "bad_files": bad_files,
+        "asr_model": recogniser.name if recogniser is not None and "asr" not in skipped else None,
     }
     result["audio_seconds"] = round(sum(float(e["duration"]) for e in evaluated), 2)
     result["originals"] = _originals_summary(rows, evaluated, embeddings)
@@ -176,17 +181,19 @@ def evaluate(options: Options, log=print) -> dict:
         result["voice_conversion"] = _vc_summary(rows, embeddings)
     result["codebook"] = usage.summary(codec.frame_rate)
     if options.probes:
-        result["probes"] = _probes(options, entries, codec, codes_by_id, recogniser, skipped)
+        aligner = recogniser if isinstance(recogniser, asr_lib.PocketSphinx) else \
+            _try(asr_lib.PocketSphinx, skipped, "phone_probe")
+        result["probes"] = _probes(options, entries, codec, codes_by_id, aligner, skipped)
     result["speaker_encoder"] = embeddings["model"] if embeddings else None
     result["skipped"] = skipped
     result["seconds"] = round(time.monotonic() - started, 1)
-    atomic.write_jsonl(options.out / "utterances.jsonl", rows)
+    atomic.write_jsonl(options.out / "utterances.jsonl", [{k: v for k, v in r.items() if k != "clip"} for r in rows])
     atomic.write_json(options.out / "metrics.json", result)
     log(f"evaluated {len(evaluated)} utterances at n_q {levels} in {result['seconds']:.0f} s → {options.out}")
     return result
 
 
-def _voice_conversion(codec, evaluated, codes_by_id, analyses, recogniser, clips, skipped) -> list[dict]:
+def _voice_conversion(codec, evaluated, codes_by_id, analyses, clips, skipped) -> list[dict]:
     from tqdm import tqdm
 
     pairs = vc.pair_targets(evaluated)
@@ -209,9 +216,8 @@ def _voice_conversion(codec, evaluated, codes_by_id, analyses, recogniser, clips
             if row["parallel"] and target_analysis is not None:
                 row["mcd_to_target"] = world.mcd_from_mel_cepstra(target_analysis.mel_cepstrum,
                                                                   converted_analysis.mel_cepstrum)
-        if recogniser is not None:
-            row["transcript"] = recogniser.transcribe(converted)
-        clips.add((source["id"], "to", target["speaker"]), converted, index)
+        row["clip"] = (source["id"], "to", target["speaker"])
+        clips.add(row["clip"], converted, index)
         rows.append(row)
     return rows
 
@@ -304,7 +310,7 @@ def _label_table(entries: list[dict], label_file: Path | None) -> dict[str, list
                  or len({x for x in v if x is not None}) < speaker_count)}
 
 
-def _probes(options, entries, codec, codes_by_id, recogniser, skipped) -> dict:
+def _probes(options, entries, codec, codes_by_id, aligner, skipped) -> dict:
     from tqdm import tqdm
 
     chosen = _select(entries, options.probe_split, options.probe_max_utterances)
@@ -312,7 +318,7 @@ def _probes(options, entries, codec, codes_by_id, recogniser, skipped) -> dict:
     for entry in tqdm(chosen, desc="probe features", unit="utt", dynamic_ncols=True):
         codes_qt = codes_by_id.get(entry["id"])
         wav = None
-        if codes_qt is None or recogniser is not None:
+        if codes_qt is None or aligner is not None:
             try:
                 wav, _ = audio.read(entry["path"], codec.sample_rate)
             except audio.AudioError:
@@ -321,13 +327,13 @@ def _probes(options, entries, codec, codes_by_id, recogniser, skipped) -> dict:
                 codes_qt = codec.encode(wav)
         kept.append(entry)
         codes.append(codes_qt)
-        phones = recogniser.align_phones(wav, entry["text"]) if recogniser is not None and entry.get("text") else None
+        phones = aligner.align_phones(wav, entry["text"]) if aligner is not None and entry.get("text") else None
         frame_labels.append(None if phones is None else
                             probes.frame_phone_labels(phones, codes_qt.shape[1], 1.0 / codec.frame_rate))
     codebooks = codec.codebooks()
     result = {"utterances": len(kept), "split": options.probe_split,
               "utterance": probes.utterance_probes(codes, codebooks, _label_table(kept, options.labels))}
-    if recogniser is None:
+    if aligner is None:
         skipped.setdefault("phone_probe", "needs the ASR (PocketSphinx) for phone alignments")
     else:
         result["aligned_utterances"] = sum(labels is not None for labels in frame_labels)

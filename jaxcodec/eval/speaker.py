@@ -12,14 +12,11 @@ false-acceptance and false-rejection rates of a threshold on cosine similarity c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxcodec.eval.metrics import MetricUnavailable
+from jaxcodec.eval.torch_tools import ToolError, run_on_files
 
 DEFAULT_ENCODER = "resemblyzer"
 
@@ -31,19 +28,15 @@ class SpeakerEncoderError(RuntimeError):
 def embed_files(paths: list[str | Path], encoder: str = DEFAULT_ENCODER, device: str = "cpu"
                 ) -> tuple[np.ndarray, str, dict[str, str]]:
     """Embeddings [N, dim] (NaN rows for unreadable files), the model's name, and {path: reason} of failures."""
-    with tempfile.TemporaryDirectory(prefix="jaxcodec-speaker-") as tmp:
-        listing, out = Path(tmp) / "files.txt", Path(tmp) / "embeddings.npz"
-        listing.write_text("\n".join(str(p) for p in paths) + "\n")
-        done = subprocess.run([sys.executable, "-m", "teachers.speaker", "--encoder", encoder, "--list",
-                               str(listing), "--out", str(out), "--device", device],
-                              capture_output=True, text=True)
-        if done.returncode != 0 or not out.exists():
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            if "No module named" in last:
-                raise MetricUnavailable(f"speaker metrics need the eval and teachers extras ({last})")
-            raise SpeakerEncoderError(f"speaker encoder {encoder} failed: {last}")
+
+    def read(out: Path):
         with np.load(out, allow_pickle=False) as npz:
             return npz["embeddings"], str(npz["model"]), json.loads(str(npz["errors"]))
+
+    try:
+        return run_on_files("teachers.speaker", paths, ["--encoder", encoder, "--device", device], ".npz", read)
+    except ToolError as err:
+        raise SpeakerEncoderError(f"speaker encoder {encoder} failed: {err}") from err
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -46,3 +46,41 @@ def test_forced_alignment_gives_ordered_phones_of_the_text(recogniser):
     assert recogniser.align_phones(wav, "zzyzxq") is None  # not in the dictionary: no alignment, no crash
     # The aligner is reusable: a second clip aligns too.
     assert recogniser.align_phones(wav, TEXT) == phones
+
+
+def save_random_ctc_model(directory: Path) -> Path:
+    """A tiny randomly initialised wav2vec2 CTC model with its processor, in the hub's on-disk format."""
+    import json
+
+    import torch
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor)
+
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")}}
+    directory.mkdir(parents=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
+    processor = Wav2Vec2Processor(feature_extractor=Wav2Vec2FeatureExtractor(), tokenizer=tokenizer)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0)
+    Wav2Vec2ForCTC(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def test_a_local_transformers_asr_model_transcribes_files_in_a_subprocess(tmp_path):
+    pytest.importorskip("transformers", reason="the teachers extra is not installed")
+    model = save_random_ctc_model(tmp_path / "ctc")
+    recogniser = asr.recogniser(str(model))
+    assert isinstance(recogniser, asr.TransformersASR) and recogniser.name == str(model)
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    transcripts = recogniser.transcribe_files([CLIP, bad])
+    # Random weights: any characters of its vocabulary, normalised; the unreadable file gives "" and no crash.
+    assert len(transcripts) == 2 and transcripts[1] == "" and transcripts[0] == asr.normalize_text(transcripts[0])
+    from jaxcodec.eval.torch_tools import ToolError
+
+    with pytest.raises(ToolError, match="ASR model"):
+        asr.TransformersASR(str(tmp_path / "missing")).transcribe_files([CLIP])
