@@ -4,6 +4,7 @@ until the command runs)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                    "({'id': ...}) labels for the probes (e.g. a corpus' speakers.json)")
     parser.add_argument("--samples", type=int, default=3, help="utterances kept as WAV in OUT/samples "
                                                                 "(default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes scoring clips (PESQ, STOI, WORLD, PocketSphinx) (default: %(default)s, the "
+                             "CPU count)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="DIR",
                         help="instead of evaluating: a side-by-side table of these report folders' metrics.json "
                              "(written to OUT/compare.md with overlaid curves when -o is given)")
@@ -59,7 +63,8 @@ def main(args: argparse.Namespace) -> int:
             n_q=args.n_q, max_utterances=args.max_utterances,
             speaker_encoder=None if args.speaker_encoder == "none" else args.speaker_encoder,
             asr=None if args.asr == "none" else args.asr, voice_conversion=not args.no_vc, probes=not args.no_probes,
-            probe_split=args.probe_split, labels=args.labels, samples=args.samples)
+            probe_split=args.probe_split, labels=args.labels, samples=args.samples,
+            workers=max(args.workers, 1))
         result = evaluate.evaluate(options)
         path = report.render(args.out, result)
         print(f"report: {path}")

@@ -13,6 +13,7 @@ never guessed; an unreadable file is skipped with its reason and the run goes on
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from jaxcodec import atomic, audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.eval import asr as asr_lib
-from jaxcodec.eval import metrics, probes, speaker, vc, world
+from jaxcodec.eval import metrics, probes, scoring, speaker, vc
 from jaxcodec.eval.codebook import CodeUsage
 from jaxcodec.eval.torch_tools import ToolError
 
@@ -54,6 +55,7 @@ class Options:
     probe_max_utterances: int = 1000
     labels: Path | None = None  # JSON list of {"speaker" or "id": ..., label: value} for the probes
     samples: int = 3  # utterances whose original / reconstructions / conversion are kept as WAV
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)  # scoring processes
 
 
 def parse_levels(spec: str, n_q: int) -> list[int]:
@@ -99,12 +101,13 @@ class _Clips:
         self.root, self.samples, self.keep = Path(self._tmp.name), out / "samples", keep
         self.paths: dict[tuple, Path] = {}
 
-    def add(self, key: tuple, wav: np.ndarray, sample_index: int) -> None:
+    def add(self, key: tuple, wav: np.ndarray, sample_index: int) -> Path:
         path = self.root / ("_".join(str(k) for k in key) + ".wav")
-        audio.write(path, wav)
+        audio.write(path, wav, subtype="FLOAT")  # scored as decoded: no 16-bit rounding
         self.paths[key] = path
         if sample_index < self.keep:
             audio.write(self.samples / path.name, wav)
+        return path
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -127,11 +130,11 @@ def evaluate(options: Options, log=print) -> dict:
     skipped: dict[str, str] = {}
     recogniser = _try(lambda: asr_lib.recogniser(options.asr), skipped, "asr")
     clips = _Clips(options.out, options.samples)
-    rows, codes_by_id, bad_files = [], {}, {}
+    rows, codes_by_id, bad_files, jobs = [], {}, {}, {}
     usage = CodeUsage(codec.n_q, codec.codebook_size)
-    analyses: dict[str, world.Analysis | None] = {}
     try:
-        for index, entry in enumerate(tqdm(test, desc="reconstructing", unit="utt", dynamic_ncols=True)):
+        # 1. The codec (jax, this process): every clip to score is written to a temporary folder.
+        for index, entry in enumerate(tqdm(test, desc="encoding and decoding", unit="utt", dynamic_ncols=True)):
             try:
                 wav, _ = audio.read(entry["path"], codec.sample_rate)
             except audio.AudioError as err:
@@ -140,41 +143,46 @@ def evaluate(options: Options, log=print) -> dict:
             codes = codec.encode(wav)
             codes_by_id[entry["id"]] = codes
             usage.add(codes)
-            analyses[entry["id"]] = reference = _try(lambda w=wav: world.Analysis(w, codec.sample_rate), skipped,
-                                                     "world")
-            clips.add((entry["id"], "original"), wav, index)
             base = {"id": entry["id"], "speaker": str(entry["speaker"]), "text": entry.get("text")}
+            jobs[entry["id"]] = {"original": str(clips.add((entry["id"], "original"), wav, index)),
+                                 "original_row": len(rows), "items": [], "sample_rate": codec.sample_rate}
             rows.append({**base, "kind": "original", "clip": (entry["id"], "original")})
             for n in levels:
-                recon = codec.decode(codes[:n], num_samples=len(wav))
-                row = {**base, "kind": "reconstruction", "n_q": n,
-                       **metrics.reconstruction_scores(wav, recon, codec.sample_rate)}
-                if reference is not None:
-                    row.update(reference.compare(world.Analysis(recon, codec.sample_rate)))
-                row["clip"] = (entry["id"], f"nq{n}")
-                clips.add(row["clip"], recon, index)
-                rows.append(row)
+                key = (entry["id"], f"nq{n}")
+                path = clips.add(key, codec.decode(codes[:n], num_samples=len(wav)), index)
+                jobs[entry["id"]]["items"].append({"row": len(rows), "path": str(path), "kind": "reconstruction"})
+                rows.append({**base, "kind": "reconstruction", "n_q": n, "clip": key})
         evaluated = [e for e in test if e["id"] in codes_by_id]
         if not evaluated:
             raise EvalError(f"none of the {len(test)} utterances could be read: {next(iter(bad_files.values()))}")
         if options.voice_conversion:
-            rows += _voice_conversion(codec, evaluated, codes_by_id, analyses, clips, skipped)
-        embeddings = _speaker_embeddings(options, clips, skipped)
-        if recogniser is not None:
+            _voice_conversion(codec, evaluated, codes_by_id, clips, rows, jobs, skipped)
+        # 2. Scores (numpy and C libraries, `workers` processes): metrics, WORLD, PocketSphinx.
+        groups = scoring.score_groups(list(jobs.values()), options.workers,
+                                      isinstance(recogniser, asr_lib.PocketSphinx))
+        for scored, why in tqdm(groups, total=len(jobs), desc=f"scoring ({options.workers} workers)", unit="utt",
+                                dynamic_ncols=True):
+            for row, scores in scored:
+                rows[row].update(scores)
+            for name, reason in why.items():
+                skipped.setdefault(name, reason)
+        if isinstance(recogniser, asr_lib.TransformersASR):
             transcripts = _try(lambda: recogniser.transcribe_files([clips.paths[r["clip"]] for r in rows]), skipped,
                                "asr")
             for row, transcript in zip(rows, transcripts or [], strict=False):
                 row["transcript"] = transcript
+        # 3. The speaker encoder (PyTorch, one subprocess for every clip).
+        embeddings = _speaker_embeddings(options, clips, skipped)
     finally:
         clips.close()
     result = {
         "checkpoint": str(options.checkpoint), "step": codec.step, "manifest": str(options.manifest),
-        "split": options.split, "utterances": len(evaluated), "audio_seconds": None,
+        "split": options.split, "utterances": len(evaluated),
+        "audio_seconds": round(sum(float(e["duration"]) for e in evaluated), 2),
         "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate, "codebook_size": codec.codebook_size,
         "bad_files": bad_files,
         "asr_model": recogniser.name if recogniser is not None and "asr" not in skipped else None,
     }
-    result["audio_seconds"] = round(sum(float(e["duration"]) for e in evaluated), 2)
     result["originals"] = _originals_summary(rows, evaluated, embeddings)
     result["bitrates"] = [_bitrate_summary(rows, n, codec, embeddings, evaluated) for n in levels]
     if options.voice_conversion:
@@ -193,33 +201,24 @@ def evaluate(options: Options, log=print) -> dict:
     return result
 
 
-def _voice_conversion(codec, evaluated, codes_by_id, analyses, clips, skipped) -> list[dict]:
-    from tqdm import tqdm
-
+def _voice_conversion(codec, evaluated, codes_by_id, clips, rows, jobs, skipped) -> None:
+    """Converted clips, their rows and their scoring items (in the source's group)."""
     pairs = vc.pair_targets(evaluated)
     if not pairs or codec.n_q < 2:
         skipped.setdefault("voice_conversion", "needs two speakers and a codec with at least 2 levels")
-        return []
-    rows = []
-    for index, (s, t) in enumerate(tqdm(pairs, desc="voice conversion", unit="utt", dynamic_ncols=True)):
+        return
+    for index, (s, t) in enumerate(pairs):
         source, target = evaluated[s], evaluated[t]
-        codes = vc.swap_tokens(codes_by_id[source["id"]], codes_by_id[target["id"]])
-        converted = codec.decode(codes)
-        row = {"id": source["id"], "target_id": target["id"], "kind": "conversion", "speaker": str(source["speaker"]),
-               "target_speaker": str(target["speaker"]), "text": source.get("text"),
-               "parallel": bool(source.get("text")) and source.get("text") == target.get("text")}
-        reference = analyses.get(source["id"])
-        if reference is not None:
-            converted_analysis = world.Analysis(converted, codec.sample_rate)
-            row.update(reference.compare(converted_analysis))
-            target_analysis = analyses.get(target["id"])
-            if row["parallel"] and target_analysis is not None:
-                row["mcd_to_target"] = world.mcd_from_mel_cepstra(target_analysis.mel_cepstrum,
-                                                                  converted_analysis.mel_cepstrum)
-        row["clip"] = (source["id"], "to", target["speaker"])
-        clips.add(row["clip"], converted, index)
-        rows.append(row)
-    return rows
+        converted = codec.decode(vc.swap_tokens(codes_by_id[source["id"]], codes_by_id[target["id"]]))
+        parallel = bool(source.get("text")) and source.get("text") == target.get("text")
+        key = (source["id"], "to", str(target["speaker"]))
+        path = clips.add(key, converted, index)
+        jobs[source["id"]]["items"].append({
+            "row": len(rows), "path": str(path), "kind": "conversion",
+            "parallel_target": str(clips.paths[(target["id"], "original")]) if parallel else None})
+        rows.append({"id": source["id"], "target_id": target["id"], "kind": "conversion", "clip": key,
+                     "speaker": str(source["speaker"]), "target_speaker": str(target["speaker"]),
+                     "text": source.get("text"), "parallel": parallel})
 
 
 def _speaker_embeddings(options, clips, skipped) -> dict | None:

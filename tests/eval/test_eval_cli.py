@@ -58,7 +58,7 @@ def test_eval_writes_every_section_and_the_report(micro_workdir, tmp_path, capsy
     labels.write_text(json.dumps([{"speaker": 101, "gender": "M"}, {"speaker": 102, "gender": "F"},
                                   *[{"id": f"{s}-1-000{u}", "style": "ab"[u]} for s in (101, 102) for u in (0, 1)]]))
     assert main(["eval", "--checkpoint", str(micro_workdir), "--manifest", str(manifest_of(tmp_path)), "-o",
-                 str(out), "--n-q", "1..2", "--labels", str(labels), "--samples", "1"]) == 0
+                 str(out), "--n-q", "1..2", "--labels", str(labels), "--samples", "1", "--workers", "2"]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     result = json.loads((out / "metrics.json").read_text())
     assert result["step"] == 3 and result["utterances"] == 4
