@@ -76,6 +76,9 @@ class PocketSphinx:
 
     def transcribe(self, wav: np.ndarray) -> str:
         """float waveform at 16 kHz → lower-case words ('' when nothing was recognised)."""
+        # The front end's noise and cepstral-mean estimates carry over from the previous clip: reset them, so a
+        # clip's transcript does not depend on which clips a worker decoded before it (seen on the bundled corpus).
+        self._recogniser.reinit_feat()
         self._run(self._recogniser, wav)
         hypothesis = self._recogniser.hyp()
         return normalize_text(hypothesis.hypstr) if hypothesis is not None else ""
