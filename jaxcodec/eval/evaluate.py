@@ -120,6 +120,8 @@ def evaluate(options: Options, log=print) -> dict:
 
     started = time.monotonic()
     entries = manifest_lib.read(options.manifest)
+    if options.probes and options.labels is not None:
+        _label_table(entries[:1], options.labels)  # a bad label file is refused now, not after the scoring
     test = _select(entries, options.split, options.max_utterances)
     if not test:
         raise EvalError(f"{options.manifest}: no utterances in split {options.split!r}")

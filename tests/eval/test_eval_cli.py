@@ -100,6 +100,7 @@ def test_eval_writes_every_section_and_the_report(micro_workdir, tmp_path, capsy
     (["--n-q", "0..2"], "every value must be in 1..2"),
     (["--n-q", "one"], "expected A..B or a comma list"),
     (["--split", "valid"], "no utterances in split 'valid'"),
+    (["--labels", "/nonexistent/labels.json"], "not a readable JSON list"),
 ])
 def test_eval_refuses_bad_requests_in_one_line(micro_workdir, tmp_path, capsys, argv, message):
     manifest = manifest_of(tmp_path)

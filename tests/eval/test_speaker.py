@@ -43,3 +43,15 @@ def test_embedding_subprocess_separates_speakers_and_reports_bad_files(tmp_path)
     different = speaker.cosine(embeddings[[0, 1]], embeddings[[2, 3]])
     assert same.min() > different.max()
     assert speaker.verification_eer(embeddings, ["101", "101", "102", "102", "102"]) == 0.0
+
+
+def test_embedding_subprocess_loads_a_local_ecapa(tmp_path):
+    pytest.importorskip("speechbrain", reason="the teachers extra is not installed")
+    from teachers.ecapa import EMBEDDING_DIM, save_random_ecapa
+
+    model = save_random_ecapa(tmp_path / "ecapa", size="tiny", seed=0)
+    embeddings, name, errors = speaker.embed_files([CORPUS / "101" / "1" / "101-1-0000.flac"], f"ecapa:{model}")
+    assert name == str(model.resolve()) and embeddings.shape == (1, EMBEDDING_DIM) and not errors
+    np.testing.assert_allclose(np.linalg.norm(embeddings[0]), 1.0, rtol=1e-5)
+    with pytest.raises(speaker.SpeakerEncoderError, match="speaker encoder ecapa:"):
+        speaker.embed_files([CORPUS / "101" / "1" / "101-1-0000.flac"], f"ecapa:{tmp_path / 'missing'}")
