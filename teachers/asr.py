@@ -9,11 +9,10 @@ and `errors` ({path: reason}). It is written to a temporary name and renamed.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from jaxcodec import atomic, audio
+from teachers.common import file_list_tool
 
 
 def load_pipeline(model: str, device: str = "cpu"):
@@ -36,13 +35,9 @@ def transcribe_files(recogniser, paths: list[str]) -> tuple[list[str], dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m teachers.asr", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="transformers ASR model: hub id or local directory")
-    parser.add_argument("--list", required=True, type=Path, help="text file, one audio path per line")
-    parser.add_argument("--out", required=True, type=Path, help="output .json")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    paths = [line.strip() for line in args.list.read_text().splitlines() if line.strip()]
+    args, paths = file_list_tool(
+        "python -m teachers.asr", __doc__.splitlines()[0], ".json", argv,
+        lambda p: p.add_argument("--model", required=True, help="transformers ASR model: hub id or local directory"))
     try:
         recogniser = load_pipeline(args.model, args.device)
     except Exception as err:  # a model that cannot load (offline hub, wrong directory): one line for the caller

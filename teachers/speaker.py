@@ -9,14 +9,13 @@ reason in `errors`, never a crash. The npz is written to a temporary name and re
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from jaxcodec import atomic, audio
+from teachers.common import file_list_tool
 
 
 def load_encoder(spec: str, device: str = "cpu"):
@@ -50,13 +49,8 @@ def embed_files(encoder, paths: list[str]) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m teachers.speaker", description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default="resemblyzer")
-    parser.add_argument("--list", required=True, type=Path, help="text file, one audio path per line")
-    parser.add_argument("--out", required=True, type=Path, help="output .npz")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    paths = [line.strip() for line in args.list.read_text().splitlines() if line.strip()]
+    args, paths = file_list_tool("python -m teachers.speaker", __doc__.splitlines()[0], ".npz", argv,
+                                 lambda p: p.add_argument("--encoder", default="resemblyzer"))
     try:
         encoder, model = load_encoder(args.encoder, args.device)
     except Exception as err:  # a model that cannot load: one line for the caller to show
