@@ -113,6 +113,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_cli.main(args)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from jaxcodec import config as config_lib
+    from jaxcodec.interop import files
+
+    config = config_lib.load(args.config, args.overrides)
+    codec, report, provenance = files.import_codec(args.peer, args.source, config)
+    files.write_workdir(codec, config, args.out, provenance)
+    print(f"imported {args.peer} weights from {provenance['weights_file']} into {args.out} (checkpoint step 0)")
+    if report.fresh:
+        print(f"  not in the {args.peer} model, initialised from train.seed: {', '.join(report.fresh)}")
+    if report.dropped_levels:
+        print(f"  the checkpoint's last {report.dropped_levels} RVQ levels were left out (rvq.n_q = {config.rvq.n_q})")
+    if report.reparameterised:
+        print(f"  {report.reparameterised} convs saved without weight norm were re-parameterised as (g, v)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import jaxcodec
+    from jaxcodec.interop import files
+
+    step = args.step if args.step in (None, "best") else int(args.step)
+    tokenizer = jaxcodec.load(args.checkpoint, step)
+    summary = files.export_file(tokenizer.codec(), tokenizer.config, args.out, args.format,
+                                source=f"{args.checkpoint}@{tokenizer.step}")
+    print(f"wrote {summary['file']} ({summary['format']}: {summary['tensors']} tensors, "
+          f"{summary['values'] / 1e6:.2f} M values, {summary['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from jaxcodec.data import manifest, shards
 
@@ -193,6 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_arguments(evaluation)
     evaluation.set_defaults(func=cmd_eval)
 
+    from jaxcodec.interop import layout
+
+    imp = sub.add_parser("import", help="a PyTorch EnCodec or SpeechTokenizer checkpoint → a jaxcodec workdir "
+                                        "(encode, decode, eval, fine-tune)")
+    imp.add_argument("source", help="weights: .safetensors, .pt/.bin (read with torch, weights only) or a folder "
+                                    "holding one (its config.json, if any, is checked against --config)")
+    imp.add_argument("--from", dest="peer", required=True, choices=list(layout.PEERS),
+                     help="which implementation saved it: " + "; ".join(
+                         f"{name} = {peer.description}" for name, peer in layout.PEERS.items()))
+    _add_config_args(imp)
+    imp.add_argument("-o", "--out", required=True, help="new workdir (a checkpoint at step 0 + config + import.json)")
+    imp.set_defaults(func=cmd_import)
+    exp = sub.add_parser("export", help="a workdir's codec → one safetensors file (config inside)")
+    exp.add_argument("checkpoint", help="training or imported workdir, or an exported file")
+    exp.add_argument("--step", help="checkpoint step: a number, 'best' or (default) the latest")
+    exp.add_argument("-o", "--out", required=True, help="output .safetensors")
+    exp.add_argument("--format", choices=list(layout.FORMATS), default="jaxcodec",
+                     help="jaxcodec (every variable, for jaxcodec.load) or a peer's state-dict names (for "
+                          "load_state_dict in PyTorch; its config.json is written beside)")
+    exp.set_defaults(func=cmd_export)
+
     shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
         dest="shards_command", required=True, metavar="ACTION")
     verify = shard_cmd.add_parser("verify", help="check checksums, counts, dims, provenance; non-zero exit on failure")
@@ -212,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcodec.config import ConfigError
     from jaxcodec.data.manifest import ManifestError
     from jaxcodec.data.shards import ShardError
+    from jaxcodec.interop.layout import InteropError
 
     args = build_parser().parse_args(argv)
     try:
@@ -219,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"jaxcodec: config error: {err}", file=sys.stderr)
         return 2
-    except (ShardError, ManifestError) as err:
+    except (ShardError, ManifestError, InteropError) as err:
         print(f"jaxcodec {args.command}: error: {err}", file=sys.stderr)
         return 2
 

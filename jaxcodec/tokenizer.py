@@ -39,6 +39,19 @@ class Tokenizer:
         self._encode = jax.jit(encode, static_argnums=3)
         self._decode = jax.jit(decode)
 
+    @classmethod
+    def from_codec(cls, codec, *, step: int | None = None, bucket_seconds: float = DEFAULT_BUCKET_SECONDS):
+        from flax import nnx
+
+        graphdef, params, rest = nnx.split(codec, nnx.Param, ...)
+        return cls(codec.config, graphdef, params, rest, step=step, bucket_seconds=bucket_seconds)
+
+    def codec(self):
+        """The codec as an nnx module (e.g. to export or fine-tune it)."""
+        from flax import nnx
+
+        return nnx.merge(self._graphdef, self._params, self._rest)
+
     # --- facts ---------------------------------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
@@ -63,9 +76,7 @@ class Tokenizer:
     def codebooks(self) -> np.ndarray:
         """float32 [n_q, codebook_size, dimension]: each level's code vectors (the RVQ's EMA codebooks), e.g. to
         embed tokens for a probe: level l's token c stands for codebooks()[l, c]."""
-        from flax import nnx
-
-        return np.asarray(nnx.merge(self._graphdef, self._params, self._rest).quantizer.embed[...])
+        return np.asarray(self.codec().quantizer.embed[...])
 
     # --- encode / decode -------------------------------------------------------------------------------------------
     def _padded_length(self, n: int, multiple: int) -> int:
@@ -121,7 +132,15 @@ class Tokenizer:
 def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: float = DEFAULT_BUCKET_SECONDS
          ) -> Tokenizer:
     """The codec of a training workdir (or its checkpoints/ folder) at `step`: None = latest, "best" = lowest
-    validation mel loss, or a step number. Raises FileNotFoundError / ValueError with what to do."""
+    validation mel loss, or a step number; or of a file written by `jaxcodec export` (config inside). Raises
+    FileNotFoundError / ValueError with what to do."""
+    if Path(workdir).is_file():
+        from jaxcodec.interop import files
+
+        if step is not None:
+            raise ValueError(f"{workdir} is an exported file with one set of weights: it has no steps")
+        _, codec = files.load_exported(workdir)
+        return Tokenizer.from_codec(codec, bucket_seconds=bucket_seconds)
     import jax
 
     from jaxcodec import config as config_lib
@@ -149,8 +168,4 @@ def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: 
         graphs, shapes = state_lib.abstract(config)
         abstract = state_lib.abstract_with_shardings(shapes, sharding.state_shardings(shapes, mesh, one_device))
         state, restored = checkpointer.restore(abstract, step=step if isinstance(step, int) else None)
-    codec = state_lib.merge_codec(graphs, state)
-    from flax import nnx
-
-    graphdef, params, rest = nnx.split(codec, nnx.Param, ...)
-    return Tokenizer(config, graphdef, params, rest, step=restored, bucket_seconds=bucket_seconds)
+    return Tokenizer.from_codec(state_lib.merge_codec(graphs, state), step=restored, bucket_seconds=bucket_seconds)

@@ -42,6 +42,11 @@ class TrainingError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
 
 
+def _codebooks_initialized(state: dict) -> bool:
+    # The flag is replicated; read this host's copy (a multi-host global array cannot be converted whole).
+    return bool(np.asarray(state["codec"]["rest"]["quantizer"]["initialized"].addressable_data(0)))
+
+
 def _flatten(mapping: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in mapping.items():
@@ -202,7 +207,8 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
     try:
         for step in range(start, tc.num_steps):
             batch = pipeline.global_batch(next(iterator), mesh)
-            if step == 0 and config.rvq.kmeans_init:
+            # Imported weights (jaxcodec import) arrive with their codebooks: k-means would overwrite them.
+            if step == 0 and config.rvq.kmeans_init and not _codebooks_initialized(state):
                 state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
             state, metrics = step_fn(state, batch)
             if pending is not None:
