@@ -143,6 +143,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from jaxcodec import bench
+
+    return bench.main(args)
+
+
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from jaxcodec.data import manifest, shards
 
@@ -243,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="jaxcodec (every variable, for jaxcodec.load) or a peer's state-dict names (for "
                           "load_state_dict in PyTorch; its config.json is written beside)")
     exp.set_defaults(func=cmd_export)
+
+    from jaxcodec import bench
+
+    ben = sub.add_parser("bench", help=bench.HELP)
+    bench.add_arguments(ben)
+    ben.set_defaults(func=cmd_bench)
 
     shard_cmd = sub.add_parser("shards", help="inspect or verify a shard set").add_subparsers(
         dest="shards_command", required=True, metavar="ACTION")

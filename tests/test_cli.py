@@ -1,30 +1,22 @@
 """`jaxcodec info`: sizes equal the PyTorch peers built with the same hyper-parameters."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 
 from jaxcodec import config as cfg
 from jaxcodec.cli import main, model_info
+from scripts import torch_peers
 
 
 def speechtokenizer_class():
-    """speechtokenizer's package __init__ imports its trainer (accelerate, tensorboard...): load the model module
-    under an empty package instead."""
-    spec = importlib.util.find_spec("speechtokenizer")
-    if spec is None:
+    """The PyTorch SpeechTokenizer class (see scripts/torch_peers.py); skips the test when it is not installed."""
+    try:
+        return torch_peers.speechtokenizer_class()
+    except ModuleNotFoundError:
         pytest.skip("speechtokenizer is not installed (make install adds it)")
-    if "speechtokenizer" not in sys.modules:
-        package = types.ModuleType("speechtokenizer")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["speechtokenizer"] = package
-    from speechtokenizer.model import SpeechTokenizer
-
-    return SpeechTokenizer
 
 
 def test_base_size_equals_transformers_encodec():

@@ -1,0 +1,1 @@
+"""Scripts: corpus synthesis, benchmark drivers and the PyTorch baseline harness (importable from tests)."""
