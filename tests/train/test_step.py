@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcodec import losses
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
@@ -33,6 +34,71 @@ def one_device_state(config):
     return graphs, state, shardings, mesh
 
 
+def plain_waveform_terms(config, disc, wav, mask, fake) -> dict:
+    """The waveform losses written the plain way, one discriminator pass per use (the reference of `_grads`)."""
+    lc = config.loss
+    fake_logits, fake_fmaps = disc(fake)
+    _, real_fmaps = disc(wav)
+    return {"l1": losses.l1_time(wav, fake, mask),
+            "mel": losses.mel_loss(wav, fake, lc, config.model.sample_rate, mask),
+            "adv": losses.generator_adversarial_loss(fake_logits, lc.adversarial),
+            "feat": losses.feature_matching_loss(real_fmaps, fake_fmaps)}
+
+
+def plain_generator_loss(graphs, config, state, batch, key, scales):
+    """Σ weight · term over the direct and waveform losses, as a function of the generator's parameters."""
+    disc = nnx.merge(graphs.disc, state["disc"]["params"], state["disc"]["rest"])
+    hubert, ecapa = step_lib._teachers(config, batch)
+    weights = step_lib._weights(config, jnp.float32(1))
+
+    def loss(params):
+        out = nnx.merge(graphs.codec, params, state["codec"]["rest"])(batch["wav"], batch["mask"], key=key)
+        direct = step_lib._direct_terms(config, out, hubert, ecapa)
+        wave = plain_waveform_terms(config, disc, batch["wav"], batch["mask"], out.wav_bn)
+        return (sum(weights[n] * v for n, v in direct.items())
+                + sum(jax.lax.stop_gradient(scales.get(n, weights[n])) * v for n, v in wave.items()))
+
+    return loss
+
+
+def assert_trees_close(tree, expected):
+    flat, flat_expected = jax.tree.leaves(tree), jax.tree.leaves(expected)
+    assert len(flat) == len(flat_expected) > 10
+    total = np.sqrt(sum(float(jnp.sum(g**2)) for g in flat_expected))
+    for g, e in zip(flat, flat_expected, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5 * total, rtol=1e-3)
+
+
+def test_shared_discriminator_passes_give_the_plain_gradients():
+    """`_grads` runs each discriminator once per batch and pulls both losses back from those passes; the
+    generator's and the discriminators' gradients must equal jax.grad of the losses written with a pass per use."""
+    config = micro_config(train={"disc_warmup_steps": 0})
+    graphs, state, _, _ = one_device_state(config)
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
+    key = jax.random.key(7)
+    grads, terms, _, _, _, d_loss, d_grads = jax.jit(
+        lambda state, batch: step_lib._grads(graphs, config, state, batch, key, jnp.float32(1)))(state, batch)
+
+    @jax.jit
+    def reference(state, batch):
+        fake = nnx.merge(graphs.codec, state["codec"]["params"], state["codec"]["rest"])(
+            batch["wav"], batch["mask"], key=key).wav_bn
+
+        def disc_loss(disc_params):
+            disc = nnx.merge(graphs.disc, disc_params, state["disc"]["rest"])
+            return losses.discriminator_loss(disc(batch["wav"])[0], disc(jax.lax.stop_gradient(fake))[0],
+                                             config.loss.adversarial)
+
+        generator = jax.grad(plain_generator_loss(graphs, config, state, batch, key, {}))(state["codec"]["params"])
+        return generator, *jax.value_and_grad(disc_loss)(state["disc"]["params"])
+
+    expected, expected_d_loss, expected_d_grads = reference(state, batch)
+    assert_trees_close(grads, expected)
+    assert_trees_close(d_grads, expected_d_grads)
+    np.testing.assert_allclose(float(d_loss), float(expected_d_loss), rtol=1e-5)
+    assert all(np.isfinite(float(v)) for v in terms.values())
+
+
 def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses():
     """With loss.balancer the step pulls Σ_i s_i ∇_y L_i back through the generator (one vjp), s_i the
     balancer's scales; that must equal jax.grad of Σ_i s_i L_i + the direct losses, computed the plain way."""
@@ -43,34 +109,14 @@ def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses():
 
     @jax.jit
     def balanced(state, batch):
-        disc = nnx.merge(graphs.disc, state["disc"]["params"], state["disc"]["rest"])
-        grads, terms, _, balancer, metrics = step_lib._generator_grads(graphs, config, state, disc, batch, key,
-                                                                       jnp.float32(1))
+        grads, terms, _, balancer, metrics, _, _ = step_lib._grads(graphs, config, state, batch, key, jnp.float32(1))
         return grads, terms, balancer, metrics
-
-    @jax.jit
-    def reference(state, batch, scales):
-        disc = nnx.merge(graphs.disc, state["disc"]["params"], state["disc"]["rest"])
-        hubert, ecapa = step_lib._teachers(config, batch)
-        weights = step_lib._weights(config, jnp.float32(1))
-
-        def loss(params):
-            out = nnx.merge(graphs.codec, params, state["codec"]["rest"])(batch["wav"], batch["mask"], key=key)
-            direct = step_lib._direct_terms(config, out, hubert, ecapa)
-            wave = step_lib._waveform_terms(config, disc, batch["wav"], batch["mask"], out.wav_bn)
-            return (sum(weights[n] * v for n, v in direct.items())
-                    + sum(jax.lax.stop_gradient(scales[n]) * v for n, v in wave.items()))
-
-        return jax.grad(loss)(state["codec"]["params"])
 
     grads, terms, balancer, metrics = balanced(state, batch)
     scales = {name: metrics[f"balancer_scale/{name}"] for name in state_lib.BALANCED_LOSSES}
-    expected = reference(state, batch, scales)
-    flat, flat_expected = jax.tree.leaves(grads), jax.tree.leaves(expected)
-    assert len(flat) == len(flat_expected) > 10
-    total = np.sqrt(sum(float(jnp.sum(g**2)) for g in flat_expected))
-    for g, e in zip(flat, flat_expected, strict=True):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5 * total, rtol=1e-3)
+    expected = jax.jit(lambda state, batch, scales: jax.grad(plain_generator_loss(
+        graphs, config, state, batch, key, scales))(state["codec"]["params"]))(state, batch, scales)
+    assert_trees_close(grads, expected)
     # First step: each EMA norm is the step's own norm, so scale_i = (w_i / Σ w) / ‖∇_y L_i‖ (per-example mean).
     w = {"l1": config.loss.lambda_time, "mel": config.loss.lambda_mel, "adv": config.loss.lambda_adv,
          "feat": config.loss.lambda_feat}
