@@ -2,7 +2,8 @@
 
 Parameters use PyTorch's `nn.LSTM` names and gate order (input, forget, cell, output), transposed for
 `x @ W`, so released EnCodec/SpeechTokenizer weights import with a transpose. The input projection of every
-time step is one large matmul outside the scan; only the recurrent h @ W_hh stays inside `lax.scan`.
+time step is one large matmul outside the scan; only the recurrent h @ W_hh stays inside `lax.scan`, and the
+recurrence has a hand-written gradient (`recurrence`) whose weight gradient is one matmul after the loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,60 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcodec.models.conv import uniform_init
+
+
+def _cell(gates_bg: jax.Array, c_bh: jax.Array):
+    i, f, g, o = jnp.split(gates_bg, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c_bh + i * g
+    return (i, f, g, o), c, o * jnp.tanh(c)
+
+
+def _recurrence_forward(gates_in_tbg: jax.Array, weight_hh: jax.Array):
+    """h_t for t = 0..T-1 from zero initial state; also what the backward pass needs."""
+    batch, hidden = gates_in_tbg.shape[1], weight_hh.shape[0]
+    zeros = jnp.zeros((batch, hidden), gates_in_tbg.dtype)
+
+    def step(carry, gates_in_bg):
+        h, c = carry
+        activations, c_new, h_new = _cell(gates_in_bg + h @ weight_hh, c)
+        return (h_new, c_new), (h_new, c, c_new, activations)
+
+    _, (h_tbh, c_prev_tbh, c_tbh, activations) = jax.lax.scan(step, (zeros, zeros), gates_in_tbg)
+    return h_tbh, (h_tbh, c_prev_tbh, c_tbh, activations, weight_hh)
+
+
+@jax.custom_vjp
+def recurrence(gates_in_tbg: jax.Array, weight_hh: jax.Array) -> jax.Array:
+    """The LSTM's recurrent part: input-projected gates [T, B, 4H] → hidden states [T, B, H].
+
+    Its gradient is written by hand (`_recurrence_backward`): autodiff of the scan accumulates ∂L/∂W_hh inside
+    the reverse loop, one [H, 4H] read-modify-write per time step; here the loop only carries ∂L/∂h and ∂L/∂c
+    and returns each step's gate gradients, and ∂L/∂W_hh is one matmul over all steps afterwards."""
+    return _recurrence_forward(gates_in_tbg, weight_hh)[0]
+
+
+def _recurrence_backward(residuals, dh_tbh):
+    h_tbh, c_prev_tbh, c_tbh, (i, f, g, o), weight_hh = residuals
+    zeros = jnp.zeros_like(h_tbh[0])
+
+    def step(carry, per_step):
+        dh_next, dc_next = carry
+        dh_out, c_prev, c, i, f, g, o = per_step
+        dh = dh_out + dh_next
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1 - tanh_c**2)
+        dgates = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2),
+                                  dh * tanh_c * o * (1 - o)], axis=-1)
+        return (dgates @ weight_hh.T, dc * f), dgates
+
+    _, dgates_tbg = jax.lax.scan(step, (zeros, zeros), (dh_tbh, c_prev_tbh, c_tbh, i, f, g, o), reverse=True)
+    h_prev_tbh = jnp.concatenate([zeros[None], h_tbh[:-1]], axis=0)
+    d_weight_hh = jnp.einsum("tbh,tbg->hg", h_prev_tbh, dgates_tbg)
+    return dgates_tbg, d_weight_hh.astype(weight_hh.dtype)
+
+
+recurrence.defvjp(_recurrence_forward, _recurrence_backward)
 
 
 class LSTMLayer(nnx.Module):
@@ -34,20 +89,11 @@ class LSTMLayer(nnx.Module):
     def __call__(self, x_btc: jax.Array, reverse: bool = False) -> jax.Array:
         dtype = x_btc.dtype
         gates_in_btg = x_btc @ self.weight_ih[...].astype(dtype) + (self.bias_ih[...] + self.bias_hh[...]).astype(dtype)
-        weight_hh = self.weight_hh[...].astype(dtype)
-        batch = x_btc.shape[0]
-
-        def step(carry, gates_in_bg):
-            h, c = carry
-            gates = gates_in_bg + h @ weight_hh
-            i, f, g, o = jnp.split(gates, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (h, c), h
-
-        zeros = jnp.zeros((batch, self.hidden), dtype)
-        _, h_tbh = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(gates_in_btg, 0, 1), reverse=reverse)
-        return jnp.swapaxes(h_tbh, 0, 1)
+        gates_in_tbg = jnp.swapaxes(gates_in_btg, 0, 1)
+        if reverse:  # the backward direction is the forward recurrence over reversed time
+            gates_in_tbg = gates_in_tbg[::-1]
+        h_tbh = recurrence(gates_in_tbg, self.weight_hh[...].astype(dtype))
+        return jnp.swapaxes(h_tbh[::-1] if reverse else h_tbh, 0, 1)
 
 
 class SLSTM(nnx.Module):
