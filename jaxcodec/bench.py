@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> dict:
                             *sets, "--seed", "0", "-o", weights])
         if "error" in saved:
             raise SystemExit(f"jaxcodec bench: error: building the {peer} peer failed: {saved['error']}")
-        results["peer_parameters"] = saved.get("parameters")
+        results["peer_parameters"] = saved.get("params")
         results["matmul"] = _last_json([sys.executable, "-m", "jaxcodec.bench", "--matmul"], env)
         for spec in args.rows:
             case, batch, seconds = spec.split(":")
@@ -274,8 +274,9 @@ def _ratio(ours: dict, theirs: dict) -> str:
 
 def markdown(results: dict) -> str:
     peak = results.get("matmul", {}).get("flops_per_second")
-    lines = [f"config `{results['config']}` {' '.join(results['overrides'])} vs {results['peer']} "
-             f"({results.get('peer_parameters') or '?'} parameters); median of {results['rounds']} rounds × "
+    params = results.get("peer_parameters")
+    lines = [f"config `{results['config']}` {' '.join(results['overrides'])}vs {results['peer']} "
+             f"({f'{params:,d}' if params else '?'} parameters); median of {results['rounds']} rounds × "
              f"{results['iters']} steps; machine: {results['machine']['cpu_count']} CPUs, "
              f"{results['machine']['platform']}",
              "",
