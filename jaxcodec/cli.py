@@ -250,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "load_state_dict in PyTorch; its config.json is written beside)")
     exp.set_defaults(func=cmd_export)
 
+    from jaxcodec import inference
+
+    helps = {"encode": "audio → RVQ codes (.npy int16 [n_q, T]): a file, a folder or a manifest",
+             "decode": "codes (.npy) → 16 kHz WAV: a file or a folder",
+             "resynth": "audio → codes → audio (WAV), to listen to the codec at a bitrate"}
+    for mode, text in helps.items():
+        command = sub.add_parser(mode, help=text)
+        inference.add_arguments(command, mode)
+        command.set_defaults(func=lambda args, mode=mode: inference.main(args, mode))
+
     from jaxcodec import bench
 
     ben = sub.add_parser("bench", help=bench.HELP)

@@ -13,9 +13,12 @@ samples. The codec is not causal, so right padding can change the last frames wi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from jaxcodec import audio
 
 DEFAULT_BUCKET_SECONDS = 1.0
 
@@ -84,15 +87,32 @@ class Tokenizer:
             multiple = self.bucket  # a whole number of hops: 1 s = 50 frames at 16 kHz / 320
         return -(-n // multiple) * multiple
 
-    def encode(self, wav: np.ndarray, n_q: int | None = None) -> np.ndarray:
-        """float [N] or [B, N] at `sample_rate` → int32 [n_q, T] or [B, n_q, T], T = ceil(N / hop_length)."""
+    def _as_batch(self, wav, sample_rate: int | None) -> tuple[np.ndarray, bool]:
+        """[N], [B, N] or [B, C, N] at `sample_rate` → float32 [B, N] at the codec's rate (channels averaged and
+        the rate converted with a warning, as `jaxcodec.audio` does for files); also whether the input was 1-D."""
         wav = np.asarray(wav, np.float32)
         single = wav.ndim == 1
+        if wav.ndim == 3:
+            warnings.warn(f"downmixing {wav.shape[1]} channels to mono (the channel mean)", stacklevel=3)
+            wav = wav.mean(axis=1, dtype=np.float32)
         wav_bn = wav[None] if single else wav
         if wav_bn.ndim != 2 or wav_bn.shape[1] == 0:
-            raise ValueError(f"expected a waveform [N] or a batch [B, N] with N > 0, got shape {wav.shape}")
+            raise ValueError(f"expected a waveform [N], a batch [B, N] or [B, channels, N] with N > 0, got shape "
+                             f"{wav.shape}")
         if not np.all(np.isfinite(wav_bn)):
             raise ValueError("waveform has NaN or Inf samples")
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            if sample_rate <= 0:
+                raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+            warnings.warn(f"resampling {sample_rate} Hz → {self.sample_rate} Hz", stacklevel=3)
+            wav_bn = np.stack([audio.resample(w, sample_rate, self.sample_rate) for w in wav_bn])
+        return wav_bn, single
+
+    def encode(self, wav: np.ndarray, n_q: int | None = None, *, sample_rate: int | None = None) -> np.ndarray:
+        """float [N], [B, N] or [B, channels, N] → int32 [n_q, T] (for [N]) or [B, n_q, T], T = ceil(N' / hop)
+        with N' the length at the codec's rate. `sample_rate` (default: the codec's) other than the codec's is
+        resampled; channels are averaged; both with a warning. `n_q` (default all) sets the bitrate."""
+        wav_bn, single = self._as_batch(wav, sample_rate)
         n = wav_bn.shape[1]
         padded = np.pad(wav_bn, ((0, 0), (0, self._padded_length(n, self.hop_length) - n)))
         n_q = self.n_q if n_q is None else n_q
@@ -100,6 +120,14 @@ class Tokenizer:
             raise ValueError(f"n_q must be in 1..{self.n_q}, got {n_q}")
         codes = np.asarray(self._encode(self._params, self._rest, padded, n_q))[..., :-(-n // self.hop_length)]
         return codes[0] if single else codes
+
+    def semantic_tokens(self, wav: np.ndarray, *, sample_rate: int | None = None) -> np.ndarray:
+        """RVQ level 1, the level distilled towards HuBERT (linguistic content): int32 [T] or [B, T]."""
+        return self.encode(wav, 1, sample_rate=sample_rate)[..., 0, :]
+
+    def acoustic_tokens(self, wav: np.ndarray, *, sample_rate: int | None = None) -> np.ndarray:
+        """RVQ levels 2..n_q, aligned to ECAPA-TDNN (timbre, prosody): int32 [n_q − 1, T] or [B, n_q − 1, T]."""
+        return self.encode(wav, sample_rate=sample_rate)[..., 1:, :]
 
     def decode(self, codes: np.ndarray, num_samples: int | None = None) -> np.ndarray:
         """int [n_q', T] or [B, n_q', T] (the first n_q' ≤ n_q levels) → float32 [N] or [B, N], N = num_samples
@@ -123,10 +151,11 @@ class Tokenizer:
         wav = np.asarray(wav)[:, : (num_samples or t * self.hop_length)]
         return wav[0] if single else wav
 
-    def reconstruct(self, wav: np.ndarray, n_q: int | None = None) -> np.ndarray:
-        """encode then decode, trimmed to the input's length."""
-        wav = np.asarray(wav, np.float32)
-        return self.decode(self.encode(wav, n_q), num_samples=wav.shape[-1])
+    def reconstruct(self, wav: np.ndarray, n_q: int | None = None, *, sample_rate: int | None = None) -> np.ndarray:
+        """encode then decode, at the codec's rate, trimmed to the input's length there."""
+        wav_bn, single = self._as_batch(wav, sample_rate)
+        out = self.decode(self.encode(wav_bn, n_q), num_samples=wav_bn.shape[-1])
+        return out[0] if single else out
 
 
 def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: float = DEFAULT_BUCKET_SECONDS

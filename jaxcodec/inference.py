@@ -1,0 +1,176 @@
+"""`jaxcodec encode | decode | resynth`: a trained codec over files — one file, a folder (recursively) or a
+manifest in; `.npy` codes or WAV files out.
+
+- Batches: inputs are grouped by their padded length (the tokenizer's 1 s buckets) and run `--batch-size` at a
+  time. Every example in a batch then has the shape it would have alone, and the codec treats examples
+  independently, so batched results equal one-by-one results exactly (tested).
+- Codes files: `numpy.save` of int16 [n_q, T] (int32 when the codebook exceeds int16), read back with
+  `allow_pickle=False`; decode checks dtype, shape and range before running anything.
+- Long jobs: an unreadable input is recorded (`rejects.jsonl` in the output folder, and on stderr) and skipped;
+  outputs that already exist are kept unless `--overwrite`, so a rerun resumes; every output is written under a
+  temporary name and renamed. The exit code is 1 if any input failed, 2 for unusable arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from jaxcodec import atomic, audio
+
+CODES_SUFFIX = ".npy"
+
+
+class InferenceError(ValueError):
+    """Unusable input arguments (the message is the one line a user reads)."""
+
+
+def _inputs(source: Path, suffixes: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(name, path) pairs: a file; every file with one of `suffixes` under a folder (name = relative path without
+    suffix); or a manifest's entries (name = id)."""
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and not p.name.startswith("."))
+        return [(str(p.relative_to(source).with_suffix("")), p) for p in files]
+    if source.suffix == ".jsonl":
+        from jaxcodec.data import manifest
+
+        return [(entry["id"], Path(entry["path"])) for entry in manifest.read(source)]
+    if source.is_file():
+        return [(source.stem, source)]
+    raise InferenceError(f"{source}: no such file or folder")
+
+
+def _output(out: Path, name: str, single: bool, suffix: str) -> Path:
+    return out if single else out / f"{name}{suffix}"
+
+
+def read_codes(path: Path, n_q: int, codebook_size: int) -> np.ndarray:
+    """An int [n_q', T] codes file (n_q' ≤ n_q, values in range), or ValueError naming the problem."""
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"not a numpy codes file ({str(err).splitlines()[0]})") from None
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got {codes.dtype}")
+    if codes.ndim != 2 or not 1 <= codes.shape[0] <= n_q or codes.shape[1] == 0:
+        raise ValueError(f"codes must be [n_q ≤ {n_q}, T > 0], got shape {codes.shape}")
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"codes must be in 0..{codebook_size - 1}, got {codes.min()}..{codes.max()}")
+    return codes
+
+
+def _batches(items: list, group_of, batch_size: int):
+    """Items grouped by `group_of` (padded length, and level count for codes), in batches of at most
+    `batch_size`."""
+    groups = defaultdict(list)
+    for item in items:
+        groups[group_of(item)].append(item)
+    for _, group in sorted(groups.items()):
+        for start in range(0, len(group), batch_size):
+            yield group[start:start + batch_size]
+
+
+def run(args: argparse.Namespace, mode: str) -> int:
+    from tqdm import tqdm
+
+    import jaxcodec
+
+    source, out = Path(args.input), Path(args.out)
+    suffixes = (CODES_SUFFIX,) if mode == "decode" else audio.EXTENSIONS
+    items = _inputs(source, suffixes)
+    if not items:
+        raise InferenceError(f"{source}: no {'codes' if mode == 'decode' else 'audio'} files found")
+    single = source.is_file() and source.suffix != ".jsonl"
+    out_suffix = CODES_SUFFIX if mode == "encode" else ".wav"
+    step = args.step if args.step in (None, "best") else int(args.step)
+    tokenizer = jaxcodec.load(args.checkpoint, step)
+    n_q = args.n_q or tokenizer.n_q
+    if not 1 <= n_q <= tokenizer.n_q:
+        raise InferenceError(f"--n-q must be in 1..{tokenizer.n_q}, got {n_q}")
+    todo = [(name, path) for name, path in items
+            if args.overwrite or not _output(out, name, single, out_suffix).exists()]
+    rejects, loaded = [], []
+    for name, path in todo:  # read everything first: a bad file is known before any compute
+        try:
+            if mode == "decode":
+                loaded.append((name, read_codes(path, tokenizer.n_q, tokenizer.codebook_size)))
+            else:
+                loaded.append((name, audio.read(path, tokenizer.sample_rate)[0]))
+        except (audio.AudioError, ValueError) as err:
+            rejects.append({"id": name, "path": str(path), "reason": str(err)})
+            print(f"jaxcodec {mode}: skipped {path}: {err}", file=sys.stderr)
+    dtype = np.int16 if tokenizer.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    bucket = tokenizer.bucket or tokenizer.hop_length
+
+    def group_of(item):  # same padded length (and, for codes, the same number of levels)
+        name, array = item
+        if mode == "decode":
+            return -(-array.shape[1] * tokenizer.hop_length // bucket), array.shape[0]
+        return -(-array.size // bucket), 0
+
+    with tqdm(total=len(loaded), unit="file", disable=args.quiet or single, desc=mode) as progress:
+        for batch in _batches(loaded, group_of, args.batch_size):
+            _run_batch(tokenizer, batch, mode, n_q, out, single, dtype)
+            progress.update(len(batch))
+    if rejects and not single:
+        atomic.write_jsonl(out / "rejects.jsonl", rejects)
+    done = len(loaded)
+    if not single:
+        print(f"jaxcodec {mode}: {done} written to {out}, {len(items) - len(todo)} already there, "
+              f"{len(rejects)} skipped")
+    return 1 if rejects else 0
+
+
+def _run_batch(tokenizer, batch, mode: str, n_q: int, out: Path, single: bool, dtype) -> None:
+    """One batch of same-bucket items: padded to their longest (still inside the bucket), run, trimmed."""
+    if mode == "decode":
+        frames = max(codes.shape[1] for _, codes in batch)
+        padded = np.stack([np.pad(c, ((0, 0), (0, frames - c.shape[1]))) for _, c in batch])
+        wavs = tokenizer.decode(padded[:, :n_q])
+        for (name, codes), wav in zip(batch, wavs, strict=True):
+            audio.write(_output(out, name, single, ".wav"), wav[: codes.shape[1] * tokenizer.hop_length],
+                        tokenizer.sample_rate)
+        return
+    longest = max(wav.size for _, wav in batch)
+    padded = np.stack([np.pad(wav, (0, longest - wav.size)) for _, wav in batch])
+    codes = tokenizer.encode(padded, n_q)
+    if mode == "resynth":
+        wavs = tokenizer.decode(codes, num_samples=longest)
+    for i, (name, wav) in enumerate(batch):
+        frames = -(-wav.size // tokenizer.hop_length)
+        target = _output(out, name, single, CODES_SUFFIX if mode == "encode" else ".wav")
+        if mode == "encode":
+            with atomic.replacing(target) as tmp, open(tmp, "wb") as f:
+                np.save(f, codes[i, :, :frames].astype(dtype), allow_pickle=False)
+        else:
+            audio.write(target, wavs[i, : wav.size], tokenizer.sample_rate)
+
+
+def add_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
+    what = {"encode": "audio file, folder or manifest.jsonl", "decode": "codes .npy file or folder of them",
+            "resynth": "audio file, folder or manifest.jsonl"}[mode]
+    parser.add_argument("input", help=what)
+    parser.add_argument("-o", "--out", required=True,
+                        help="output file for one input, else a folder (names follow the inputs)")
+    parser.add_argument("--checkpoint", required=True, help="training or imported workdir, or an exported file")
+    parser.add_argument("--step", help="checkpoint step: a number, 'best' or (default) the latest")
+    parser.add_argument("--n-q", type=int, help="RVQ levels to use (bitrate = 50 · n_q tokens/s); default all")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per batch (same-length groups)")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace, mode: str) -> int:
+    try:
+        return run(args, mode)
+    except (InferenceError, FileNotFoundError) as err:
+        print(f"jaxcodec {mode}: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a single input that cannot be used, or a checkpoint that cannot load
+        print(f"jaxcodec {mode}: error: {err}", file=sys.stderr)
+        return 1
+
