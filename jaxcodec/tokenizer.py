@@ -21,16 +21,26 @@ import numpy as np
 from jaxcodec import audio
 
 DEFAULT_BUCKET_SECONDS = 1.0
+# Long audio is encoded (and codes decoded) in windows of CHUNK_SECONDS, each seeing CONTEXT_SECONDS more on both
+# sides that it does not keep, so memory is bounded by the window, whatever the file's length. The context covers
+# the convolutions' receptive field many times over; what it cannot cover is the LSTM's memory of older audio, so
+# codes near a seam can differ from a whole-file encoding (measured and bounded in tests/test_tokenizer.py).
+CHUNK_SECONDS = 30.0
+CONTEXT_SECONDS = 1.0
 
 
 class Tokenizer:
     def __init__(self, config, graphdef, params, rest, *, step: int | None = None,
-                 bucket_seconds: float = DEFAULT_BUCKET_SECONDS):
+                 bucket_seconds: float = DEFAULT_BUCKET_SECONDS, chunk_seconds: float = CHUNK_SECONDS,
+                 context_seconds: float = CONTEXT_SECONDS):
         import jax
         from flax import nnx
 
         self.config, self.step = config, step
         self.bucket = max(int(round(bucket_seconds * config.model.sample_rate)), 0)
+        # window and context in whole frames (0 = never chunk)
+        self.chunk_frames = max(int(chunk_seconds * config.model.frame_rate), 0)
+        self.context_frames = max(int(round(context_seconds * config.model.frame_rate)), 0)
         self._graphdef, self._params, self._rest = graphdef, params, rest
 
         def encode(params, rest, wav_bn, n_q):
@@ -43,11 +53,11 @@ class Tokenizer:
         self._decode = jax.jit(decode)
 
     @classmethod
-    def from_codec(cls, codec, *, step: int | None = None, bucket_seconds: float = DEFAULT_BUCKET_SECONDS):
+    def from_codec(cls, codec, *, step: int | None = None, **options):
         from flax import nnx
 
         graphdef, params, rest = nnx.split(codec, nnx.Param, ...)
-        return cls(codec.config, graphdef, params, rest, step=step, bucket_seconds=bucket_seconds)
+        return cls(codec.config, graphdef, params, rest, step=step, **options)
 
     def codec(self):
         """The codec as an nnx module (e.g. to export or fine-tune it)."""
@@ -113,13 +123,33 @@ class Tokenizer:
         with N' the length at the codec's rate. `sample_rate` (default: the codec's) other than the codec's is
         resampled; channels are averaged; both with a warning. `n_q` (default all) sets the bitrate."""
         wav_bn, single = self._as_batch(wav, sample_rate)
-        n = wav_bn.shape[1]
-        padded = np.pad(wav_bn, ((0, 0), (0, self._padded_length(n, self.hop_length) - n)))
         n_q = self.n_q if n_q is None else n_q
         if not 1 <= n_q <= self.n_q:
             raise ValueError(f"n_q must be in 1..{self.n_q}, got {n_q}")
-        codes = np.asarray(self._encode(self._params, self._rest, padded, n_q))[..., :-(-n // self.hop_length)]
+        hop = self.hop_length
+        frames = -(-wav_bn.shape[1] // hop)
+        codes = self._windowed(frames, lambda a, b: self._encode_whole(wav_bn[:, a * hop: b * hop], n_q),
+                               axis=-1, scale=1)
         return codes[0] if single else codes
+
+    def _encode_whole(self, wav_bn: np.ndarray, n_q: int) -> np.ndarray:
+        n = wav_bn.shape[1]
+        padded = np.pad(wav_bn, ((0, 0), (0, self._padded_length(n, self.hop_length) - n)))
+        return np.asarray(self._encode(self._params, self._rest, padded, n_q))[..., :-(-n // self.hop_length)]
+
+    def _windowed(self, frames: int, run, axis: int, scale: int) -> np.ndarray:
+        """run(a, b) on frames [a, b) whole, or, past one window, per window with context, keeping each window's
+        own frames (`scale` output samples per frame along `axis`) and concatenating them."""
+        window, context = self.chunk_frames, self.context_frames
+        if not window or frames <= window + 2 * context:
+            return run(0, frames)
+        pieces = []
+        for start in range(0, frames, window):
+            a, b = max(start - context, 0), min(start + window + context, frames)
+            keep_from, keep_to = (start - a) * scale, (min(start + window, frames) - a) * scale
+            piece = run(a, b)
+            pieces.append(np.take(piece, np.arange(keep_from, min(keep_to, piece.shape[axis])), axis=axis))
+        return np.concatenate(pieces, axis=axis)
 
     def semantic_tokens(self, wav: np.ndarray, *, sample_rate: int | None = None) -> np.ndarray:
         """RVQ level 1, the level distilled towards HuBERT (linguistic content): int32 [T] or [B, T]."""
@@ -141,6 +171,13 @@ class Tokenizer:
             raise ValueError(f"codes must be in 0..{self.codebook_size - 1}, got {codes_bqt.min()}..{codes_bqt.max()}")
         if codes_bqt.shape[1] > self.n_q:
             raise ValueError(f"codes have {codes_bqt.shape[1]} levels, the codec has {self.n_q}")
+        t = codes_bqt.shape[2]
+        wav = self._windowed(t, lambda a, b: self._decode_whole(codes_bqt[:, :, a:b]), axis=-1,
+                             scale=self.hop_length)
+        wav = wav[:, : (num_samples or t * self.hop_length)]
+        return wav[0] if single else wav
+
+    def _decode_whole(self, codes_bqt: np.ndarray) -> np.ndarray:
         levels, t = codes_bqt.shape[1:]
         frames_per_bucket = self.bucket // self.hop_length if self.bucket else 1
         t_padded = -(-t // frames_per_bucket) * frames_per_bucket
@@ -148,8 +185,7 @@ class Tokenizer:
         # one compiled decoder per length bucket.
         padded = np.pad(codes_bqt.astype(np.int32), ((0, 0), (0, self.n_q - levels), (0, t_padded - t)))
         wav = self._decode(self._params, self._rest, padded, np.int32(levels))
-        wav = np.asarray(wav)[:, : (num_samples or t * self.hop_length)]
-        return wav[0] if single else wav
+        return np.asarray(wav)[:, : t * self.hop_length]
 
     def reconstruct(self, wav: np.ndarray, n_q: int | None = None, *, sample_rate: int | None = None) -> np.ndarray:
         """encode then decode, at the codec's rate, trimmed to the input's length there."""
@@ -158,18 +194,18 @@ class Tokenizer:
         return out[0] if single else out
 
 
-def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: float = DEFAULT_BUCKET_SECONDS
-         ) -> Tokenizer:
+def load(workdir: str | Path, step: int | str | None = None, **options) -> Tokenizer:
     """The codec of a training workdir (or its checkpoints/ folder) at `step`: None = latest, "best" = lowest
-    validation mel loss, or a step number; or of a file written by `jaxcodec export` (config inside). Raises
-    FileNotFoundError / ValueError with what to do."""
+    validation mel loss, or a step number; or of a file written by `jaxcodec export` (config inside). `options`
+    go to `Tokenizer` (bucket_seconds, chunk_seconds, context_seconds). Raises FileNotFoundError / ValueError
+    with what to do."""
     if Path(workdir).is_file():
         from jaxcodec.interop import files
 
         if step is not None:
             raise ValueError(f"{workdir} is an exported file with one set of weights: it has no steps")
         _, codec = files.load_exported(workdir)
-        return Tokenizer.from_codec(codec, bucket_seconds=bucket_seconds)
+        return Tokenizer.from_codec(codec, **options)
     import jax
 
     from jaxcodec import config as config_lib
@@ -197,4 +233,4 @@ def load(workdir: str | Path, step: int | str | None = None, *, bucket_seconds: 
         graphs, shapes = state_lib.abstract(config)
         abstract = state_lib.abstract_with_shardings(shapes, sharding.state_shardings(shapes, mesh, one_device))
         state, restored = checkpointer.restore(abstract, step=step if isinstance(step, int) else None)
-    return Tokenizer.from_codec(state_lib.merge_codec(graphs, state), step=restored, bucket_seconds=bucket_seconds)
+    return Tokenizer.from_codec(state_lib.merge_codec(graphs, state), step=restored, **options)
