@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         inference.add_arguments(command, mode)
         command.set_defaults(func=lambda args, mode=mode: inference.main(args, mode))
 
+    from jaxcodec import tokenize
+
+    tok = sub.add_parser("tokenize", help="a manifest → token shards (ArrayRecord, int16 codes) for language-model "
+                                          "training; resumable, splittable over hosts")
+    tokenize.add_arguments(tok)
+    tok.set_defaults(func=lambda args: tokenize.main(args))
+
     from jaxcodec import bench
 
     ben = sub.add_parser("bench", help=bench.HELP)

@@ -63,12 +63,14 @@ def read_codes(path: Path, n_q: int, codebook_size: int) -> np.ndarray:
     return codes
 
 
-def _batches(items: list, group_of, batch_size: int):
-    """Items grouped by `group_of` (padded length, and level count for codes), in batches of at most
-    `batch_size`."""
+def batches_by_bucket(items: list, length_of, tokenizer, batch_size: int, kind_of=None):
+    """Items grouped by padded length (the tokenizer's bucket of `length_of(item)` samples) and by `kind_of(item)`
+    (e.g. a codes file's level count), in batches of at most `batch_size`: each example then has the shape it
+    would have alone."""
+    bucket = tokenizer.bucket or tokenizer.hop_length
     groups = defaultdict(list)
     for item in items:
-        groups[group_of(item)].append(item)
+        groups[(-(-length_of(item) // bucket), kind_of(item) if kind_of else 0)].append(item)
     for _, group in sorted(groups.items()):
         for start in range(0, len(group), batch_size):
             yield group[start:start + batch_size]
@@ -104,16 +106,12 @@ def run(args: argparse.Namespace, mode: str) -> int:
             rejects.append({"id": name, "path": str(path), "reason": str(err)})
             print(f"jaxcodec {mode}: skipped {path}: {err}", file=sys.stderr)
     dtype = np.int16 if tokenizer.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
-    bucket = tokenizer.bucket or tokenizer.hop_length
-
-    def group_of(item):  # same padded length (and, for codes, the same number of levels)
-        name, array = item
-        if mode == "decode":
-            return -(-array.shape[1] * tokenizer.hop_length // bucket), array.shape[0]
-        return -(-array.size // bucket), 0
-
+    if mode == "decode":
+        length_of, kind_of = (lambda item: item[1].shape[1] * tokenizer.hop_length), (lambda item: item[1].shape[0])
+    else:
+        length_of, kind_of = (lambda item: item[1].size), None
     with tqdm(total=len(loaded), unit="file", disable=args.quiet or single, desc=mode) as progress:
-        for batch in _batches(loaded, group_of, args.batch_size):
+        for batch in batches_by_bucket(loaded, length_of, tokenizer, args.batch_size, kind_of):
             _run_batch(tokenizer, batch, mode, n_q, out, single, dtype)
             progress.update(len(batch))
     if rejects and not single:

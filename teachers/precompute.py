@@ -74,12 +74,6 @@ class Rejected:
     reason: str
 
 
-def assign(entries: list[dict], num_shards: int) -> list[list[dict]]:
-    """Round-robin in id order: equal counts, similar durations, and independent of the manifest's line order."""
-    ordered = sorted(entries, key=lambda e: e["id"])
-    return [ordered[i::num_shards] for i in range(num_shards)]
-
-
 def default_num_shards(entries: list[dict]) -> int:
     return max(1, round(sum(e["duration"] for e in entries) / TARGET_SHARD_SECONDS))
 
@@ -296,19 +290,6 @@ def manifest_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _check_existing(out: Path, count: int, provenance: dict, source: dict, fields: dict) -> None:
-    """Refuses to mix shards made with other teachers, settings or manifest into one set."""
-    for i in range(count):
-        part = shards.read_part(out, i, count)
-        if part is None:
-            continue
-        for key, mine in (("provenance", provenance), ("source", source), ("fields", fields)):
-            if part[key] != mine:
-                diff = sorted(k for k in set(part[key]) | set(mine) if part[key].get(k) != mine.get(k))
-                raise shards.ShardError(f"{out} already holds shards made with different {key} "
-                                        f"({', '.join(diff)}); use a fresh --out")
-
-
 def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers | None = None) -> dict | None:
     """Precomputes the shards this process is responsible for; merges the index when all are committed.
     Returns the index when it was merged, else None. `teachers` may be passed in already loaded (benchmarks)."""
@@ -337,8 +318,8 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
     if todo:
         teachers = teachers or Teachers(options)
         provenance, fields = teachers.provenance(), teachers.fields()
-        _check_existing(options.out, count, provenance, source, fields)
-        assigned = assign(entries, count)
+        shards.check_existing(options.out, count, provenance, source, fields)
+        assigned = shards.assign(entries, count)
         seconds = sum(e["duration"] for i in todo for e in assigned[i])
         with _Progress(seconds, options.progress, log) as progress:
             for i in todo:

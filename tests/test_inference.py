@@ -1,5 +1,6 @@
-"""`jaxcodec encode | decode | resynth` on a micro codec exported to one file: batched results equal the Python
-API one file at a time, bad inputs are skipped with their reason (and a non-zero exit), reruns resume."""
+"""`jaxcodec encode | decode | resynth | tokenize` on a micro codec exported to one file: batched results equal
+the Python API one file at a time, bad inputs are skipped with their reason (and a non-zero exit), reruns resume;
+token shards split over two "hosts" merge their index with the codec's weight hash."""
 
 import json
 import re
@@ -7,13 +8,16 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
+from array_record.python.array_record_module import ArrayRecordReader
 from flax import nnx
 
 import jaxcodec
 from jaxcodec import audio
 from jaxcodec.cli import main
+from jaxcodec.data import shards
 from jaxcodec.interop import files
 from jaxcodec.models.codec import Codec
+from jaxcodec.tokenize import weights_sha256
 from tests.test_tokenizer import _speech_like
 from tests.train.micro import micro_config
 
@@ -102,3 +106,66 @@ def test_one_bad_audio_file_or_bad_arguments(exported, corpus, tmp_path, capsys)
     assert main(["encode", str(corpus / "a.wav"), "-o", str(tmp_path / "z.npy"), "--checkpoint", str(exported),
                  "--n-q", "9"]) == 2
     assert "--n-q must be in 1..4" in capsys.readouterr().err
+
+
+def _manifest(folder, path):
+    rows = []
+    for i, name in enumerate(["a.wav", "sub/b.wav", "c.flac", "broken.wav"]):
+        file = folder / name
+        rate = 22_050 if name.endswith(".flac") else 16_000
+        duration = sf.info(file).duration if name != "broken.wav" else 1.0
+        rows.append({"id": f"utt{i}", "path": str(file), "duration": duration, "sample_rate": rate,
+                     "speaker": f"spk{i % 2}", "split": "train"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_tokenize_two_hosts_resume_and_index(exported, corpus, tmp_path, capsys):
+    manifest = _manifest(corpus, tmp_path / "manifest.jsonl")
+    out = tmp_path / "tokens"
+    base = ["tokenize", "--manifest", str(manifest), "--checkpoint", str(exported), "--out", str(out),
+            "--num-shards", "2"]
+    assert main([*base, "--shard-index", "0"]) == 0
+    assert "index not merged yet" in capsys.readouterr().out and not (out / "index.json").exists()
+    assert main([*base, "--shard-index", "1"]) == 0
+    index = shards.load_index(out)
+    tokenizer = jaxcodec.load(exported)
+    assert index["num_records"] == 3 and index["num_rejects"] == 1
+    assert index["provenance"]["codec"]["weights_sha256"] == weights_sha256(tokenizer)
+    assert index["fields"]["codes"] == {"dtype": "int16", "shape": ["frames", 4]}
+    rejects = [json.loads(line) for line in (out / shards.REJECTS_NAME).read_text().splitlines()]
+    assert [r["id"] for r in rejects] == ["utt3"]
+
+    seen = {}
+    for shard in index["shards"]:
+        reader = ArrayRecordReader(str(out / shard["file"]))
+        for i in range(reader.num_records()):
+            record = shards.decode_record(reader.read([i])[0])
+            seen[record["id"]] = record
+        reader.close()
+    rows = {json.loads(line)["id"]: json.loads(line) for line in manifest.read_text().splitlines()}
+    for utt_id, record in seen.items():
+        wav, _ = audio.read(rows[utt_id]["path"])
+        np.testing.assert_array_equal(record["codes"].T, tokenizer.encode(wav))
+        assert record["codes"].dtype == np.int16 and record["num_samples"] == wav.size
+        assert record["speaker"] == rows[utt_id]["speaker"]
+
+    # a rerun finds everything complete; other settings into the same folder are refused
+    assert main(base) == 0
+    assert "2 already complete" in capsys.readouterr().out
+    assert main([*base[:-1], "3"]) == 2
+    assert "holds a set of 2 shards" in capsys.readouterr().err
+
+
+def test_a_checkpoint_for_another_config_is_named(exported, corpus, tmp_path, capsys):
+    """An exported file whose tensors do not fit the config it carries (here: relabelled as 8 levels)."""
+    from safetensors.numpy import save_file
+
+    tensors, metadata = files.read_safetensors(exported)
+    config = json.loads(metadata["config"])
+    config["rvq"]["n_q"] = 8
+    bad = tmp_path / "relabelled.safetensors"
+    save_file(tensors, str(bad), metadata={**metadata, "config": json.dumps(config)})
+    assert main(["encode", str(corpus / "a.wav"), "-o", str(tmp_path / "a.npy"), "--checkpoint", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has shape" in err and "quantizer" in err, err

@@ -143,6 +143,26 @@ def remove_stale_temporaries(directory: Path, index: int, count: int) -> list[st
     return removed
 
 
+def assign(entries: list[dict], num_shards: int) -> list[list[dict]]:
+    """Round-robin in id order: equal counts, similar durations, and independent of the manifest's line order, so
+    every process of a multi-host run computes the same plan."""
+    ordered = sorted(entries, key=lambda e: e["id"])
+    return [ordered[i::num_shards] for i in range(num_shards)]
+
+
+def check_existing(out: Path, count: int, provenance: dict, source: dict, fields: dict) -> None:
+    """Refuses to mix shards made with other models, settings or manifest into one set."""
+    for i in range(count):
+        part = read_part(out, i, count)
+        if part is None:
+            continue
+        for key, mine in (("provenance", provenance), ("source", source), ("fields", fields)):
+            if part[key] != mine:
+                diff = sorted(k for k in set(part[key]) | set(mine) if part[key].get(k) != mine.get(k))
+                raise ShardError(f"{out} already holds shards made with different {key} "
+                                 f"({', '.join(diff)}); use a fresh --out")
+
+
 class ShardWriter:
     """Writes one shard under a temporary name; `commit` renames it and then writes its part-index."""
 
