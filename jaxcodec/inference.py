@@ -6,9 +6,10 @@ manifest in; `.npy` codes or WAV files out.
   independently, so batched results equal one-by-one results exactly (tested).
 - Codes files: `numpy.save` of int16 [n_q, T] (int32 when the codebook exceeds int16), read back with
   `allow_pickle=False`; decode checks dtype, shape and range before running anything.
-- Long jobs: an unreadable input is recorded (`rejects.jsonl` in the output folder, and on stderr) and skipped;
-  outputs that already exist are kept unless `--overwrite`, so a rerun resumes; every output is written under a
-  temporary name and renamed. The exit code is 1 if any input failed, 2 for unusable arguments.
+- Long jobs: inputs are grouped from their headers and read one batch at a time (memory is bounded by a batch);
+  an unreadable input is recorded (`rejects.jsonl` in the output folder, and on stderr) and skipped; outputs that
+  already exist are kept unless `--overwrite`, so a rerun resumes; every output is written under a temporary
+  name and renamed. The exit code is 1 if any input failed, 2 for unusable arguments.
 """
 
 from __future__ import annotations
@@ -76,6 +77,44 @@ def batches_by_bucket(items: list, length_of, tokenizer, batch_size: int, kind_o
             yield group[start:start + batch_size]
 
 
+def loaded_batches(items: list, estimate, load, length_of, tokenizer, batch_size: int, rejects: list,
+                   kind_of=None):
+    """Batches of (item, data), loaded one batch at a time so memory is bounded by a batch, not the corpus.
+
+    Items are grouped by `estimate(item)` (from a header or the manifest: a length in samples, and the kind), then
+    loaded with `load(item)`; an item that fails to load is appended to `rejects` as (item, reason). After loading,
+    each batch is regrouped by the data's actual `length_of` / `kind_of`, since a header's length can differ by a
+    few samples from the decoded one."""
+    def estimated_length(item):
+        return estimate(item)[0]
+
+    def estimated_kind(item):
+        return estimate(item)[1]
+
+    for batch in batches_by_bucket(items, estimated_length, tokenizer, batch_size, estimated_kind):
+        loaded = []
+        for item in batch:
+            try:
+                loaded.append((item, load(item)))
+            except (audio.AudioError, ValueError, OSError) as err:
+                rejects.append((item, str(err)))
+        yield from batches_by_bucket(loaded, lambda pair: length_of(pair[1]), tokenizer, batch_size,
+                                     (lambda pair: kind_of(pair[1])) if kind_of else None)
+
+
+def _estimate(path: Path, mode: str, sample_rate: int, hop: int) -> tuple[int, int]:
+    """(length in samples at the codec's rate, kind) from a file's header, without reading its data; (0, 0) when
+    the header is unreadable (loading then rejects the file with the reason)."""
+    try:
+        if mode == "decode":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return (shape[-1] * hop, shape[0]) if len(shape) == 2 else (0, 0)
+        header = audio.info(path)
+        return -(-header.frames * sample_rate // header.sample_rate), 0
+    except (audio.AudioError, OSError, ValueError):
+        return 0, 0
+
+
 def run(args: argparse.Namespace, mode: str) -> int:
     from tqdm import tqdm
 
@@ -95,28 +134,27 @@ def run(args: argparse.Namespace, mode: str) -> int:
         raise InferenceError(f"--n-q must be in 1..{tokenizer.n_q}, got {n_q}")
     todo = [(name, path) for name, path in items
             if args.overwrite or not _output(out, name, single, out_suffix).exists()]
-    rejects, loaded = [], []
-    for name, path in todo:  # read everything first: a bad file is known before any compute
-        try:
-            if mode == "decode":
-                loaded.append((name, read_codes(path, tokenizer.n_q, tokenizer.codebook_size)))
-            else:
-                loaded.append((name, audio.read(path, tokenizer.sample_rate)[0]))
-        except (audio.AudioError, ValueError) as err:
-            rejects.append({"id": name, "path": str(path), "reason": str(err)})
-            print(f"jaxcodec {mode}: skipped {path}: {err}", file=sys.stderr)
-    dtype = np.int16 if tokenizer.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    estimates = {path: _estimate(path, mode, tokenizer.sample_rate, tokenizer.hop_length) for _, path in todo}
     if mode == "decode":
-        length_of, kind_of = (lambda item: item[1].shape[1] * tokenizer.hop_length), (lambda item: item[1].shape[0])
+        load = lambda item: read_codes(item[1], tokenizer.n_q, tokenizer.codebook_size)  # noqa: E731
+        length_of, kind_of = (lambda codes: codes.shape[1] * tokenizer.hop_length), (lambda codes: codes.shape[0])
     else:
-        length_of, kind_of = (lambda item: item[1].size), None
-    with tqdm(total=len(loaded), unit="file", disable=args.quiet or single, desc=mode) as progress:
-        for batch in batches_by_bucket(loaded, length_of, tokenizer, args.batch_size, kind_of):
-            _run_batch(tokenizer, batch, mode, n_q, out, single, dtype)
+        load = lambda item: audio.read(item[1], tokenizer.sample_rate)[0]  # noqa: E731
+        length_of, kind_of = (lambda wav: wav.size), None
+    dtype = np.int16 if tokenizer.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    failed: list = []
+    done = 0
+    with tqdm(total=len(todo), unit="file", disable=args.quiet or single, desc=mode) as progress:
+        for batch in loaded_batches(todo, lambda item: estimates[item[1]], load, length_of, tokenizer,
+                                    args.batch_size, failed, kind_of):
+            _run_batch(tokenizer, [(name, data) for (name, _), data in batch], mode, n_q, out, single, dtype)
+            done += len(batch)
             progress.update(len(batch))
+    rejects = [{"id": name, "path": str(path), "reason": reason} for (name, path), reason in failed]
+    for reject in rejects:
+        print(f"jaxcodec {mode}: skipped {reject['path']}: {reject['reason']}", file=sys.stderr)
     if rejects and not single:
         atomic.write_jsonl(out / "rejects.jsonl", rejects)
-    done = len(loaded)
     if not single:
         print(f"jaxcodec {mode}: {done} written to {out}, {len(items) - len(todo)} already there, "
               f"{len(rejects)} skipped")

@@ -55,27 +55,28 @@ def _record(entry: dict, codes_qt: np.ndarray, num_samples: int, sample_rate: in
 
 def run_shard(tokenizer, entries: list[dict], out: Path, index: int, count: int, n_q: int, batch_size: int,
               provenance: dict, source: dict, fields: dict) -> dict:
-    from jaxcodec.inference import batches_by_bucket
+    from jaxcodec.inference import loaded_batches
 
     shards.remove_stale_temporaries(out, index, count)
     writer = shards.ShardWriter(out, index, count, fields)
-    rejects, loaded = [], []
+    failed, by_id = [], {}
+
+    def load(entry):
+        wav, _ = audio.read(entry["path"], tokenizer.sample_rate)
+        if not np.all(np.isfinite(wav)):
+            raise audio.AudioError("NaN/Inf samples")
+        return wav
+
     try:
-        for entry in entries:
-            try:
-                wav, _ = audio.read(entry["path"], tokenizer.sample_rate)
-                if not np.all(np.isfinite(wav)):
-                    raise audio.AudioError("NaN/Inf samples")
-                loaded.append((entry, wav))
-            except (audio.AudioError, OSError) as err:
-                rejects.append({"id": entry["id"], "path": entry.get("path"), "reason": str(err)})
-        by_id = {}
-        for batch in batches_by_bucket(loaded, lambda item: item[1].size, tokenizer, batch_size):
+        estimate = lambda entry: (int(entry.get("duration", 0.0) * tokenizer.sample_rate), 0)  # noqa: E731
+        for batch in loaded_batches(entries, estimate, load, lambda wav: wav.size, tokenizer, batch_size, failed):
             longest = max(wav.size for _, wav in batch)
             codes = tokenizer.encode(np.stack([np.pad(w, (0, longest - w.size)) for _, w in batch]), n_q)
             for (entry, wav), codes_qt in zip(batch, codes, strict=True):
                 frames = -(-wav.size // tokenizer.hop_length)
+                # records are small (codes only): kept until the shard is written in id order
                 by_id[entry["id"]] = _record(entry, codes_qt[:, :frames], wav.size, tokenizer.sample_rate)
+        rejects = [{"id": e["id"], "path": e.get("path"), "reason": reason} for e, reason in failed]
         for entry in entries:  # id order inside the shard, whatever the batching order was
             if entry["id"] in by_id:
                 writer.write(by_id[entry["id"]])
