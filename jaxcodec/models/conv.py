@@ -81,10 +81,10 @@ class WeightNormKernel(nnx.Module):
 
 # Strided and transposed convolutions are computed as stride-1 convolutions over folded inputs ("polyphase").
 # XLA's CPU backend runs an input-dilated convolution, which is what the gradient of a strided conv and the
-# forward of a transposed conv are, on a generic slow path. Measured on the 2-core CPU, base widths, 4 × 1 s:
-# the SEANet decoder's forward + backward took 2212 ms against 132 ms forward; the MS-STFT discriminator's
-# (3, 9) stride-(1, 2) conv took 187 ms for its input gradient against 32 ms forward. The folded forms below are
-# the same sums in another order, and every gradient of a stride-1 convolution stays on the fast path.
+# forward of a transposed conv are, on a generic slow path. Measured on the 2-core CPU, base widths, 4 × 1 s,
+# before → after (scripts/bench_components.py, bench/NOTES.md): SEANet decoder forward + backward 1635 → 303 ms,
+# the discriminators' 1295 → 950 ms. The folded forms below are the same sums in another order, and every
+# gradient of a stride-1 convolution stays on the fast path.
 
 
 def _fold_stride(x: jax.Array, kernel: jax.Array, axis: int, stride: int) -> tuple[jax.Array, jax.Array]:
@@ -150,10 +150,10 @@ def transposed_conv1d(x_btc: jax.Array, kernel_kio: jax.Array, stride: int) -> j
     kernel = jnp.pad(kernel_kio, ((0, taps * stride - k), (0, 0), (0, 0)))
     kernel = kernel.reshape(taps, stride, *kernel.shape[1:])  # [a, r, I, O]
     kernel = jnp.moveaxis(kernel, 1, 2).reshape(taps, kernel.shape[2], stride * out_channels)  # [a, I, r·O]
-    x_btc = jnp.pad(x_btc, ((0, 0), (taps - 1, taps - 1), (0, 0)))
-    y = conv1d_as_matmuls(x_btc, kernel[::-1])
+    length = (x_btc.shape[1] - 1) * stride + k
+    y = conv1d_as_matmuls(jnp.pad(x_btc, ((0, 0), (taps - 1, taps - 1), (0, 0))), kernel[::-1])
     batch, frames = y.shape[:2]
-    return y.reshape(batch, frames * stride, out_channels)[:, : (x_btc.shape[1] - 1) * stride + k]
+    return y.reshape(batch, frames * stride, out_channels)[:, :length]
 
 
 def pad1d(x_btc: jax.Array, left: int, right: int, mode: str) -> jax.Array:

@@ -61,17 +61,18 @@ def test_reflect_padding_of_a_signal_shorter_than_the_pad():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("ratio", [2, 5, 8])
-def test_conv_transpose1d_matches_torch(causal, ratio):
-    conv = ConvTranspose1d(6, 4, 2 * ratio, stride=ratio, causal=causal, rngs=nnx.Rngs(2))
+@pytest.mark.parametrize("ratio,kernel", [(2, 4), (5, 10), (8, 16), (2, 5), (3, 4)])
+def test_conv_transpose1d_matches_torch(causal, ratio, kernel):
+    """SEANet's kernel 2 · stride, and kernels that are not a multiple of the stride (the phase form pads them)."""
+    conv = ConvTranspose1d(6, 4, kernel, stride=ratio, causal=causal, rngs=nnx.Rngs(2))
     x = np.random.default_rng(2).normal(size=(2, 7, 6)).astype(np.float32)
     ours = np.asarray(conv(jnp.asarray(x)))
-    ref_conv = torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(6, 4, 2 * ratio, stride=ratio))
+    ref_conv = torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(6, 4, kernel, stride=ratio))
     ref_conv.weight_v.data = torch.tensor(np.asarray(conv.kernel.weight_v[...]).transpose(1, 2, 0))  # [in,out,k]
     ref_conv.weight_g.data = torch.tensor(np.asarray(conv.kernel.weight_g[...]).reshape(6, 1, 1))
     ref_conv.bias.data = torch.tensor(np.asarray(conv.bias[...]))
     y = ref_conv(torch.tensor(x).transpose(1, 2)).detach()
-    total = ratio  # kernel − stride
+    total = kernel - ratio
     right = total if causal else total // 2
     ref = y[..., total - right: y.shape[-1] - right].transpose(1, 2).numpy()
     assert ours.shape == (2, 7 * ratio, 4)
