@@ -69,7 +69,7 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
     The generator's loss and the discriminators' loss both need D(x) and D(x̂) at the step's discriminator
     parameters, so each is computed once (`jax.vjp`) and pulled back twice: w.r.t. x̂ for the generator, w.r.t.
     the parameters for the discriminators. Written as two separate losses (EnCodec/audiocraft, HiFi-GAN) this is
-    four discriminator forwards; XLA does not merge them (measured: 371 → 298 GFLOP per base step at 4 × 1 s).
+    four discriminator forwards; XLA does not merge them (measured: 371 → 302 GFLOP per base step at 4 × 1 s).
     The waveform losses' gradient w.r.t. x̂ is then pulled back through the generator together with the direct
     losses; with `loss.balancer`, EnCodec's balancer rescales the per-loss gradients w.r.t. x̂ first.
 
