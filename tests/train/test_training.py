@@ -393,3 +393,30 @@ def test_load_the_trained_codec_as_a_tokenizer(straight_run):
         tokenizer.encode(np.full(400, np.nan, np.float32))
     with pytest.raises(FileNotFoundError, match="no such training workdir"):
         jaxcodec.load(straight_run / "nothing-here")
+
+
+def test_fine_tuning_an_imported_workdir_keeps_its_codebooks(tmp_path, shard_dir):
+    """`jaxcodec import` writes a step-0 workdir whose codebooks come from the peer; training it must resume from
+    there (step 0 → 1) and update those codebooks by EMA, not replace them by k-means on the first batch."""
+    from flax import nnx
+
+    from jaxcodec.interop import files
+    from jaxcodec.models.codec import Codec
+
+    config = micro_config(train={"num_steps": 1, "eval_every": 0, "checkpoint_every": 1})
+    codec = Codec(config, rngs=nnx.Rngs(3))
+    imported = np.random.default_rng(3).normal(size=codec.quantizer.embed[...].shape).astype(np.float32)
+    codec.quantizer.embed[...] = imported
+    codec.quantizer.embed_avg[...] = imported * 10.0
+    codec.quantizer.cluster_size[...] = np.full(codec.quantizer.cluster_size[...].shape, 10.0, np.float32)
+    codec.quantizer.initialized[...] = np.asarray(True)
+    files.write_workdir(codec, config, tmp_path / "W", {"peer": "test"})
+    loop.train(config, shard_dir, tmp_path / "W", log=lambda *_: None)
+    state = restore_final(tmp_path / "W", step=1, config=config)
+    embed = np.asarray(state["codec"]["rest"]["quantizer"]["embed"])
+    # One EMA step moves the codes the batch used and leaves the others within Laplace smoothing's rounding;
+    # k-means would have replaced every code by a mean of latents (a relative change of order 1).
+    change = np.linalg.norm(embed - imported, axis=-1) / np.linalg.norm(imported, axis=-1)
+    assert np.median(change) < 1e-3, np.median(change)
+    assert change.max() > 1e-2  # and the used codes did move
+    assert bool(np.asarray(state["codec"]["rest"]["quantizer"]["initialized"]))
