@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH_HARNESS = ROOT / "scripts" / "torch_peers.py"
 PEER_OF_CONFIG = {"base": "encodec", "speechtokenizer": "speechtokenizer", "tiny": "encodec"}
 # (case, batch, seconds): the issue's rows. encode at 1 × 10 s and 16 × 1 s; training steps at 4 × 1 s and 16 × 1 s.
-DEFAULT_ROWS = ("encode:1:10", "encode:16:1", "generator_step:4:1", "generator_step:16:1", "gan_step:4:1")
+DEFAULT_ROWS = ("encode:1:10", "encode:16:1", "generator_step:4:1", "generator_step:16:1", "warmup_step:4:1",
+                "gan_step:4:1", "gan_step:16:1")
+RUNNING_MEMORY_BUDGET_MB = 16 * 1024  # the accelerator memory the batch-size estimate is made for (16 GB)
 MATMUL_SIZE = 2048  # the peak-rate probe: a float32 [n, n] @ [n, n], 2n³ FLOPs
 
 
@@ -60,16 +62,26 @@ def _timed(fn, iters: int) -> list[float]:
     return times
 
 
+def running_memory_mb(compiled) -> dict:
+    """The compiled step's running memory from XLA's buffer assignment: its arguments (state and batch), its
+    temporaries, and the outputs not written over donated arguments."""
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return {}
+    state = memory.argument_size_in_bytes / 2**20
+    transient = (memory.temp_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes) / 2**20
+    return {"state_mb": state, "transient_mb": transient, "running_mb": state + transient,
+            "xla_temp_mb": memory.temp_size_in_bytes / 2**20}
+
+
 def _compiled(jitted, *args):
-    """(compiled executable, compile seconds, XLA FLOPs, temp memory MB)."""
+    """(compiled executable, compile seconds, XLA FLOPs, running memory MB)."""
     start = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     seconds = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    memory = compiled.memory_analysis()
-    temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory is not None else None
-    return compiled, seconds, float((cost or {}).get("flops", 0.0)), temp_mb
+    return compiled, seconds, float((cost or {}).get("flops", 0.0)), running_memory_mb(compiled)
 
 
 def _codec_from(weights: str, peer: str, config):
@@ -114,38 +126,47 @@ def _generator_step(config, graphdef):
     return jax.jit(step, donate_argnums=(0, 1, 2)), tx
 
 
-def run_jax_case(config_path: str, overrides: list[str], peer: str, weights: str, case: str, batch: int,
-                 seconds: float, iters: int) -> dict:
+def case_config(config_path: str, overrides: list[str], case: str, batch: int):
+    """The config a case runs: the global batch set, and for the GAN step the discriminators on from step 0."""
+    from jaxcodec import config as config_lib
+
+    return config_lib.load(config_path, [*overrides, f"train.batch_size={batch}", "train.disc_warmup_steps=0"])
+
+
+def prepare_jax_case(config, case: str, batch: int, seconds: float, codec=None):
+    """(jitted function, its initial arguments, advance) for one case; `advance(compiled, args)` runs one call
+    and returns (the next call's arguments, an output to wait on), so state threads through donated buffers.
+    `codec`: imported weights (the bench); None builds a randomly initialised one (profiling: the cost does not
+    depend on the weights)."""
     import jax
     from flax import nnx
 
-    from jaxcodec import config as config_lib
+    from jaxcodec.models.codec import Codec
 
-    config = config_lib.load(config_path, [*overrides, f"train.batch_size={batch}", "train.disc_warmup_steps=0"])
     samples = int(round(seconds * config.model.sample_rate))
     wav = (0.1 * np.random.default_rng(0).standard_normal((batch, samples))).astype(np.float32)
-    codec = _codec_from(weights, peer, config)
+    codec = codec if codec is not None else Codec(config, rngs=nnx.Rngs(config.train.seed))
     graphdef, params, rest = nnx.split(codec, nnx.Param, ...)
+    # One buffer per leaf: a fresh module may share constant arrays between variables, and donation needs them apart.
+    params, rest = jax.tree.map(lambda x: jax.numpy.array(x, copy=True), (params, rest))
     if case == "encode":
         jitted = jax.jit(lambda params, rest, wav: nnx.merge(graphdef, params, rest).encode(wav))
-        args = (params, rest, wav)
-        compiled, compile_s, flops, temp_mb = _compiled(jitted, *args)
-        call = lambda: compiled(*args)  # noqa: E731
-    elif case == "generator_step":
+        return jitted, (params, rest, wav), lambda compiled, args: (args, compiled(*args))
+    if case == "generator_step":
         jitted, tx = _generator_step(config, graphdef)
-        carry = [params, rest, tx.init(params)]
-        compiled, compile_s, flops, temp_mb = _compiled(jitted, *carry, wav)
 
-        def call():
-            params, rest, opt_state, loss = compiled(*carry, wav)
-            carry[:] = [params, rest, opt_state]  # carried into the next step (their buffers are donated)
-            return loss
-    elif case == "gan_step":
+        def advance(compiled, args):
+            params, rest, opt_state, loss = compiled(*args)
+            return (params, rest, opt_state, args[3]), loss  # the state's buffers are donated
+
+        return jitted, (params, rest, tx.init(params), wav), advance
+    if case in ("gan_step", "warmup_step"):
+        from jaxcodec.config import MeshConfig
         from jaxcodec.train import sharding
         from jaxcodec.train import state as state_lib
         from jaxcodec.train import step as step_lib
 
-        mesh = sharding.make_mesh(config_lib.MeshConfig(), jax.devices()[:1])
+        mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:1])
         graphs, state, shardings = state_lib.create(config, mesh)
         state = {**state, "codec": {"params": params, "rest": rest}}
         frames = -(-samples // config.model.hop_length)
@@ -153,24 +174,40 @@ def run_jax_case(config_path: str, overrides: list[str], peer: str, weights: str
                         "hubert": np.zeros((batch, frames, config.model.semantic_dim), np.float16),
                         "ecapa": np.zeros((batch, config.model.acoustic_dim), np.float16)}
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        jitted = step_lib.jit_step(graphs, config, shardings, replicated)
+        jitted = step_lib.jit_step(graphs, config, shardings, replicated, adversarial=case == "gan_step")
         state = jax.device_put(state, shardings)
         batch_arrays = jax.device_put(batch_arrays, replicated)
-        compiled, compile_s, flops, temp_mb = _compiled(jitted, state, batch_arrays)
-        holder = [state]
 
-        def call():
-            holder[0], metrics = compiled(holder[0], batch_arrays)
-            return metrics["loss/total"]
-    else:
-        raise ValueError(f"unknown case {case!r}")
+        def advance(compiled, args):
+            state, metrics = compiled(*args)
+            return (state, args[1]), metrics["loss/total"]
+
+        return jitted, (state, batch_arrays), advance
+    raise ValueError(f"unknown case {case!r}")
+
+
+def run_jax_case(config_path: str, overrides: list[str], peer: str, weights: str, case: str, batch: int,
+                 seconds: float, iters: int) -> dict:
+    import jax
+
+    config = case_config(config_path, overrides, case, batch)
+    jitted, args, advance = prepare_jax_case(config, case, batch, seconds, _codec_from(weights, peer, config))
+    compiled, compile_s, flops, memory = _compiled(jitted, *args)
+    compile_peak_rss_mb = peak_rss_mb()  # the process's peak so far: initialisation and compilation
+    holder = [args]
+
+    def call():
+        holder[0], out = advance(compiled, holder[0])
+        return out
+
     start = time.perf_counter()
     jax.block_until_ready(call())  # first call: buffer allocation, donation set-up
     warmup = time.perf_counter() - start
     times = _timed(call, iters)
     return {"side": "jax", "case": case, "batch": batch, "seconds": seconds, "compile_seconds": compile_s,
             "warmup_seconds": warmup, "times": times, "median": statistics.median(times), "flops": flops,
-            "xla_temp_mb": temp_mb, "peak_rss_mb": peak_rss_mb(), "devices": jax.device_count(),
+            **memory, "compile_peak_rss_mb": compile_peak_rss_mb, "peak_rss_mb": peak_rss_mb(),
+            "devices": jax.device_count(),
             "backend": jax.default_backend(), "jax_version": jax.__version__}
 
 
@@ -217,11 +254,30 @@ def summarise(runs: list[dict]) -> dict:
            "audio_seconds_per_second": first["batch"] * first["seconds"] / median,
            "warmup_seconds": statistics.median(r["warmup_seconds"] for r in good),
            "peak_rss_mb": max(r["peak_rss_mb"] for r in good)}
+    for key in ("state_mb", "transient_mb", "running_mb"):  # XLA's are exact; PyTorch's RSS moves a little
+        if key in first:
+            out[key] = statistics.median(r[key] for r in good)
     if "compile_seconds" in first:
         out["compile_seconds"] = statistics.median(r["compile_seconds"] for r in good)
         out["flops"] = first["flops"]
-        out["xla_temp_mb"] = first["xla_temp_mb"]
+        out["compile_peak_rss_mb"] = max(r["compile_peak_rss_mb"] for r in good)
     return out
+
+
+def largest_batch(rows: list[dict], side: str, case: str = "gan_step",
+                  budget_mb: float = RUNNING_MEMORY_BUDGET_MB) -> dict | None:
+    """The largest batch of `case` whose running memory fits `budget_mb`, from a straight line through the
+    measured (batch, running MB) points of one side (running memory is state + a per-example amount)."""
+    rows = [r for r in rows if r["case"] == case and "running_mb" in r["summary"].get(side, {})]
+    points = sorted({(r["batch"], r["summary"][side]["running_mb"]) for r in rows})
+    if len(points) < 2:
+        return None
+    (b0, m0), (b1, m1) = points[0], points[-1]
+    per_example = (m1 - m0) / (b1 - b0)
+    fixed = m0 - per_example * b0
+    return {"per_example_mb": per_example, "fixed_mb": fixed,
+            "largest_batch": int((budget_mb - fixed) // per_example) if per_example > 0 else None,
+            "from_batches": [b for b, _ in points], "seconds": rows[0]["seconds"]}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -229,10 +285,12 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"jaxcodec bench: error: needs the PyTorch harness {TORCH_HARNESS} (a source checkout)")
     config_name = Path(args.config).stem
     peer = args.peer or PEER_OF_CONFIG.get(config_name, "encodec")
-    sets = [item for o in args.overrides for item in ("--set", o)]
+    overrides = [*args.overrides] + ([f"model.compute_dtype={args.compute_dtype}"] if args.compute_dtype != "none"
+                                     else [])
+    sets = [item for o in overrides for item in ("--set", o)]
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu" if args.device == "cpu" else ""))
-    results = {"config": args.config, "overrides": args.overrides, "peer": peer, "iters": args.iters,
-               "rounds": args.rounds, "rows": []}
+    results = {"config": args.config, "overrides": overrides, "peer": peer, "iters": args.iters,
+               "rounds": args.rounds, "device": args.device, "compute_dtype": args.compute_dtype, "rows": []}
     with tempfile.TemporaryDirectory(prefix="jaxcodec-bench-") as tmp:
         weights = str(Path(tmp) / "weights.safetensors")
         saved = _last_json([sys.executable, str(TORCH_HARNESS), "save", "--peer", peer, "--config", args.config,
@@ -248,7 +306,8 @@ def run(args: argparse.Namespace) -> dict:
             for mode in args.torch_modes:
                 sides[f"torch {mode}"] = [sys.executable, str(TORCH_HARNESS), "run", "--peer", peer, "--config",
                                           args.config, *sets, "--weights", weights, "--case", case, "--batch",
-                                          batch, "--seconds", seconds, "--mode", mode, "--iters", str(args.iters)]
+                                          batch, "--seconds", seconds, "--mode", mode, "--iters", str(args.iters),
+                                          "--device", args.device, "--autocast", args.compute_dtype]
             runs = {side: [] for side in sides}
             for round_index in range(args.rounds):
                 for side, command in sides.items():
@@ -263,6 +322,8 @@ def run(args: argparse.Namespace) -> dict:
                                     "summary": {side: summarise(r) for side, r in runs.items()}})
     results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "processor": platform.processor(), "load_average_after": os.getloadavg()}
+    sides = {side for row in results["rows"] for side in row["summary"]}
+    results["largest_gan_batch"] = {side: largest_batch(results["rows"], side) for side in sorted(sides)}
     return results
 
 
@@ -281,14 +342,16 @@ def markdown(results: dict) -> str:
              f"{results['machine']['platform']}",
              "",
              "| case | side | step s (median, min–max) | audio-s / s | jaxcodec speed-up | warm-up / compile s | "
-             "peak RSS MB | GFLOP | GFLOP/s (% of matmul peak) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "running MB (state + transient) | peak RSS MB (process) | GFLOP | GFLOP/s (% of matmul peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         ours = row["summary"].get("jax", {})
         for side, s in row["summary"].items():
             if "error" in s:
-                lines.append(f"| {_row_label(row)} | {side} | failed: {s['error'][:80]} | | | | | | |")
+                lines.append(f"| {_row_label(row)} | {side} | failed: {s['error'][:80]} | | | | | | | |")
                 continue
+            running = (f"{s['running_mb']:.0f} ({s['state_mb']:.0f} + {s['transient_mb']:.0f})"
+                       if "running_mb" in s else "")
             flops = s.get("flops")
             rate = (f"{flops / s['median'] / 1e9:.1f} ({100 * flops / s['median'] / peak:.0f} %)"
                     if flops and peak else "")
@@ -296,11 +359,22 @@ def markdown(results: dict) -> str:
                 else f"{s['warmup_seconds']:.1f}"
             lines.append(f"| {_row_label(row)} | {side} | {s['median']:.3f} ({s['min']:.3f}–{s['max']:.3f}) | "
                          f"{s['audio_seconds_per_second']:.2f} | {'' if side == 'jax' else _ratio(ours, s)} | "
-                         f"{compile_s} | {s['peak_rss_mb']:.0f} | {f'{flops / 1e9:.1f}' if flops else ''} | "
-                         f"{rate} |")
+                         f"{compile_s} | {running} | {s['peak_rss_mb']:.0f} | "
+                         f"{f'{flops / 1e9:.1f}' if flops else ''} | {rate} |")
     if peak:
         lines += ["", f"float32 matmul peak ({MATMUL_SIZE}², XLA): {peak / 1e9:.1f} GFLOP/s. Speed-up = PyTorch "
                       f"step time / jaxcodec step time (> 1: jaxcodec is faster)."]
+    lines += ["", "Running memory: what a step holds while it runs. jaxcodec: the compiled step's arguments (state "
+                  "and batch) + temporaries and outputs not aliased to donated arguments (`memory_analysis()`). "
+                  "PyTorch: parameters, gradients, buffers and optimizer states + the peak RSS during the timed "
+                  "steps minus the RSS just before them (on a GPU: peak allocated bytes). Peak RSS (process) also "
+                  "counts start-up and compilation."]
+    for side, fit in (results.get("largest_gan_batch") or {}).items():
+        if fit and fit["largest_batch"]:
+            lines.append(f"- {side}: largest GAN batch (× {fit['seconds']:g} s) in "
+                         f"{RUNNING_MEMORY_BUDGET_MB / 1024:.0f} GB of running memory ≈ {fit['largest_batch']} "
+                         f"({fit['fixed_mb']:.0f} MB + {fit['per_example_mb']:.0f} MB per example, a line through "
+                         f"batches {fit['from_batches']})")
     return "\n".join(lines) + "\n"
 
 
@@ -314,7 +388,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=5, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every side")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cuda: JAX on its default GPU backend (the PyTorch harness runs on CPU only)")
+                        help="both sides on this device: JAX on its default GPU backend, PyTorch on cuda")
+    parser.add_argument("--compute-dtype", default="none", choices=["none", "bfloat16"],
+                        help="bfloat16: jaxcodec's model.compute_dtype and PyTorch's torch.autocast")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="folder for peers-<config>.json and .md")
 

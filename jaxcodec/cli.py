@@ -288,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that compile XLA programs: they keep them in the persistent compilation cache (jaxcodec/compile_cache.py).
+# `bench` does not: it measures compilation.
+COMPILING_COMMANDS = ("train", "demo", "eval", "encode", "decode", "resynth", "tokenize")
+
+
 def main(argv: list[str] | None = None) -> int:
     from jaxcodec.config import ConfigError
     from jaxcodec.data.manifest import ManifestError
@@ -295,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcodec.interop.layout import InteropError
 
     args = build_parser().parse_args(argv)
+    if args.command in COMPILING_COMMANDS:
+        from jaxcodec import compile_cache
+
+        compile_cache.enable()
     try:
         return args.func(args)
     except ConfigError as err:

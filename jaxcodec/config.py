@@ -71,7 +71,7 @@ class RVQConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DiscriminatorConfig:
-    kinds: tuple[str, ...] = ("msstft",)  # any of "msstft" (EnCodec), "mpd", "msd" (HiFi-GAN).
+    kinds: tuple[str, ...] = ("msstft",)  # any of "msstft" (EnCodec), "mpd", "msd" (HiFi-GAN); [] = no GAN.
     msstft_filters: int = 32  # base channels of each STFT discriminator (EnCodec: 32).
     msstft_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)  # EnCodec paper's five scales; hop = n_fft/4.
     msstft_max_filters: int = 1024  # channel cap (EnCodec).
@@ -134,6 +134,15 @@ class TrainConfig:
     disc_warmup_steps: int = 0  # steps before the discriminator and adversarial losses switch on.
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops.
     keep_checkpoints: int = 3  # checkpoints kept (plus the best by validation mel loss).
+    # Which activations the backward pass recomputes instead of keeping (jax.checkpoint): the SEANet encoder and
+    # decoder blocks, the discriminators, both, or none; remat_policy says what a rematerialised block still keeps
+    # ("nothing", or "dots": conv and matmul outputs). bench/NOTES.md has memory and step time of each setting.
+    remat: Literal["none", "seanet", "disc", "both"] = "none"
+    remat_policy: Literal["nothing", "dots"] = "nothing"
+
+    def remat_policy_of(self, part: Literal["seanet", "disc"]) -> str | None:
+        """The policy `part` is rematerialised under, or None when `remat` leaves it alone."""
+        return self.remat_policy if self.remat in (part, "both") else None
 
 
 @dataclasses.dataclass(frozen=True)

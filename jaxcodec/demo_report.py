@@ -24,7 +24,8 @@ def plot_curves(workdir: Path, path: Path) -> Path:
     steps = [r["step"] for r in train]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for key in ("loss/mel", "loss/total", "loss/disc"):
-        axes[0].plot(steps, [r[key] for r in train], label=key.split("/")[1])
+        logged = [r for r in train if key in r]  # loss/disc: GAN steps only, not the generator-only warm-up
+        axes[0].plot([r["step"] for r in logged], [r[key] for r in logged], label=key.split("/")[1])
     if valid:
         axes[0].plot([r["step"] for r in valid], [r["valid_mel"] for r in valid], "o-", label="valid mel")
     axes[0].set_yscale("log")

@@ -60,7 +60,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout where jaxcodec 
 from jaxcodec import config as config_lib  # noqa: E402  (pure Python + yaml: no jax)
 
 PEERS = ("encodec", "speechtokenizer")
-CASES = ("encode", "generator_step", "gan_step")
+CASES = ("encode", "generator_step", "warmup_step", "gan_step")
 CODEBOOK_SCALE = 0.1  # random codebooks: randn · 0.1, so codes are non-trivial without k-means on data
 
 
@@ -614,10 +614,13 @@ class GeneratorStep:
     (forward and losses) in `torch.compile`; its backward is compiled by AOTAutograd with it. The optimizer,
     clipping and the EMA update stay eager."""
 
-    def __init__(self, model: nn.Module, config: config_lib.Config, compile: bool = False):
+    def __init__(self, model: nn.Module, config: config_lib.Config, compile: bool = False,
+                 autocast: torch.dtype | None = None):
         self.model, self.config = model.train(), config
+        self.device = next(model.parameters()).device
+        self.autocast = autocast  # e.g. torch.bfloat16: the forward and losses under torch.autocast, as AMP trains
         self.rvq = StraightThroughRVQ.from_peer(model, config.rvq)
-        self.mel = MultiScaleMelLoss(config.loss.mel_form, config.model.sample_rate)
+        self.mel = MultiScaleMelLoss(config.loss.mel_form, config.model.sample_rate).to(self.device)
         # The peer's encoder and decoder; SpeechTokenizer's semantic `transform` gets no loss here.
         self.params = [*model.encoder.parameters(), *model.decoder.parameters()]
         self.optimizer = _adamw(self.params, config.optim, config.optim.learning_rate)
@@ -638,8 +641,13 @@ class GeneratorStep:
         total = lc.lambda_time * terms["l1"] + lc.lambda_mel * terms["mel"] + lc.lambda_commit * terms["commit"]
         return total, terms, rvq, fake_b1n
 
+    def forward_context(self):
+        """torch.autocast around forward passes and losses when a compute dtype is set (backward runs outside)."""
+        return torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
+
     def _generator_update(self, wav_b1n: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
-        total, terms, rvq, fake_b1n = self.loss_fn(wav_b1n)
+        with self.forward_context():
+            total, terms, rvq, fake_b1n = self.loss_fn(wav_b1n)
         _apply(self.optimizer, self.params, total, self.config.optim.grad_clip)
         self.rvq.update_(rvq.codes_qn, rvq.residuals_qnd)
         metrics = {"loss/total": total.item(), **{f"loss/{k}": v.item() for k, v in terms.items()}}
@@ -654,9 +662,10 @@ class GANStep(GeneratorStep):
     at the start of the step, then the discriminator update on the real batch and the detached reconstruction
     (jaxcodec/train/step.py's order). With `compile=True` the discriminator loss is compiled too."""
 
-    def __init__(self, model: nn.Module, config: config_lib.Config, compile: bool = False):
-        super().__init__(model, config, compile)
-        self.disc = TorchDiscriminators(config.disc).train()
+    def __init__(self, model: nn.Module, config: config_lib.Config, compile: bool = False,
+                 autocast: torch.dtype | None = None):
+        super().__init__(model, config, compile, autocast)
+        self.disc = TorchDiscriminators(config.disc).train().to(self.device)
         self.disc_params = list(self.disc.parameters())
         self.disc_optimizer = _adamw(self.disc_params, config.optim, config.optim.disc_learning_rate)
         self.disc_loss_fn = torch.compile(self.discriminator_loss) if compile else self.discriminator_loss
@@ -682,7 +691,8 @@ class GANStep(GeneratorStep):
         self.disc.requires_grad_(False)
         metrics, fake_b1n = self._generator_update(wav_b1n)
         self.disc.requires_grad_(True)
-        d_loss = self.disc_loss_fn(wav_b1n, fake_b1n)
+        with self.forward_context():
+            d_loss = self.disc_loss_fn(wav_b1n, fake_b1n)
         _apply(self.disc_optimizer, self.disc_params, d_loss, self.config.optim.grad_clip)
         return {**metrics, "loss/disc": d_loss.item()}
 
@@ -708,10 +718,15 @@ def configure_dynamo() -> None:
     torch._dynamo.config.automatic_dynamic_shapes = False
 
 
+# jaxcodec's warm-up step is its generator step (no discriminator); the PyTorch peer has no other.
+STEP_OF_CASE = {"generator_step": GeneratorStep, "warmup_step": GeneratorStep, "gan_step": GANStep}
+
+
 def make_case(case: str, peer: str, model: nn.Module, config: config_lib.Config, compile: bool,
-              wav: torch.Tensor) -> Callable[[], object]:
-    """A no-argument callable doing one unit of work; it returns only when the work is done (CPU eager and
-    compiled calls are synchronous; the steps also read their losses back with `.item()`)."""
+              wav: torch.Tensor, autocast: torch.dtype | None = None) -> tuple[Callable[[], object], object]:
+    """(a no-argument callable doing one unit of work, the object holding the case's state). The callable returns
+    only when the work is done: CPU calls are synchronous, the steps read their losses back with `.item()`, and
+    on a GPU the encode case synchronises."""
     if compile:
         configure_dynamo()
     if case == "encode":
@@ -719,12 +734,86 @@ def make_case(case: str, peer: str, model: nn.Module, config: config_lib.Config,
         encode = torch.compile(encode) if compile else encode
 
         def call():
-            with torch.inference_mode():
-                return encode(wav)
+            with torch.inference_mode(), torch.autocast(wav.device.type, dtype=autocast, enabled=autocast is not None):
+                codes = encode(wav)
+            if wav.device.type == "cuda":
+                torch.cuda.synchronize()
+            return codes
 
-        return call
-    step = {"generator_step": GeneratorStep, "gan_step": GANStep}[case](model, config, compile=compile)
-    return lambda: step(wav)
+        return call, model
+    step = STEP_OF_CASE[case](model, config, compile=compile, autocast=autocast)
+    return (lambda: step(wav)), step
+
+
+def tensors_bytes(*holders) -> int:
+    """Bytes of every distinct tensor a step keeps between calls: parameters (and their gradients), buffers and
+    optimizer states of the modules and optimizers found on `holders`."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in seen and t.numel():
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+
+    for holder in holders:
+        modules = [v for v in vars(holder).values() if isinstance(v, nn.Module)] if not isinstance(
+            holder, nn.Module) else [holder]
+        for module in modules:
+            for p in module.parameters():
+                add(p)
+                add(p.grad)
+            for b in module.buffers():
+                add(b)
+        for opt in [v for v in vars(holder).values() if isinstance(v, torch.optim.Optimizer)]:
+            for state in opt.state.values():
+                for t in state.values():
+                    add(t)
+    return total
+
+
+def _proc_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class RunningMemory:
+    """Memory a CPU step uses while it runs: peak RSS during the timed calls minus RSS just before them (Linux:
+    the peak is reset through /proc/self/clear_refs, so compilation and warm-up peaks do not count); on a GPU,
+    torch's peak allocated bytes over the timed calls minus those allocated before them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = torch.cuda.memory_allocated(self.device)
+        else:
+            try:  # return freed heap pages to the OS first, so "before" is what is live
+                import ctypes
+
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except OSError:
+                pass
+            self.before = _proc_status_kb("VmRSS") * 1024
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.peak = _proc_status_kb("VmHWM") * 1024
+        self.transient = max(self.peak - self.before, 0)
+        return False
 
 
 def _save(args: argparse.Namespace) -> dict:
@@ -734,15 +823,21 @@ def _save(args: argparse.Namespace) -> dict:
             "file": str(args.output)}
 
 
+AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     config = config_lib.load(args.config, args.set)
-    model = load_weights(build_peer(args.peer, args.config, args.seed, args.set), args.weights)
+    model = load_weights(build_peer(args.peer, args.config, args.seed, args.set), args.weights).to(device)
     result = {"peer": args.peer, "case": args.case, "mode": args.mode, "batch": args.batch,
-              "seconds": args.seconds, "params": count_parameters(model)}
-    wav = synthetic_batch(args.batch, args.seconds, config.model.sample_rate, args.seed)
+              "seconds": args.seconds, "params": count_parameters(model), "device": str(device),
+              "autocast": args.autocast}
+    wav = synthetic_batch(args.batch, args.seconds, config.model.sample_rate, args.seed).to(device)
     try:
-        call = make_case(args.case, args.peer, model, config, args.mode == "compile", wav)
+        call, holder = make_case(args.case, args.peer, model, config, args.mode == "compile", wav,
+                                 AUTOCAST_DTYPES[args.autocast])
         start = time.perf_counter()
         call()  # warm-up; in compile mode this is where torch.compile compiles
         result["warmup_seconds"] = time.perf_counter() - start
@@ -752,11 +847,17 @@ def _run(args: argparse.Namespace) -> dict:
         result.update(error=f"{type(error).__name__}: {error}", warmup_seconds=None, times=[], median=None)
     else:
         times = []
-        for _ in range(args.iters):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        result.update(times=times, median=statistics.median(times) if times else None)
+        with RunningMemory(device) as memory:
+            for _ in range(args.iters):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+        # Running memory = what the step keeps between calls + what it adds while it runs (jaxcodec's side:
+        # the compiled step's arguments + temporaries), so both sides count the same things.
+        result.update(times=times, median=statistics.median(times) if times else None,
+                      state_mb=(tensors_bytes(holder) + wav.numel() * wav.element_size()) / 2**20,
+                      transient_mb=memory.transient / 2**20)
+        result["running_mb"] = result["state_mb"] + result["transient_mb"]
     # The load average (this process included) says whether something else shared the cores: with all cores
     # given to torch, one other busy process slowed a tiny GAN step 40-fold here (OpenMP threads wait on each
     # other), so a median means little without it.
@@ -789,6 +890,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--mode", choices=("eager", "compile"), default="eager")
     run.add_argument("--iters", type=int, default=5, help="timed calls after the warm-up")
     run.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    run.add_argument("--device", default="cpu", help="torch device: cpu or cuda (cuda:N)")
+    run.add_argument("--autocast", choices=list(AUTOCAST_DTYPES), default="none",
+                     help="torch.autocast compute dtype for forward passes and losses (AMP)")
     return parser.parse_args(argv)
 
 

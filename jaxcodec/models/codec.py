@@ -55,9 +55,10 @@ def acoustic_input(levels_qbtd: jax.Array) -> jax.Array:
 class Codec(nnx.Module):
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
         self.config = config
-        self.encoder = SEANetEncoder(config.model, rngs=rngs)
+        remat_policy = config.train.remat_policy_of("seanet")
+        self.encoder = SEANetEncoder(config.model, remat_policy=remat_policy, rngs=rngs)
         self.quantizer = ResidualVectorQuantizer(config.rvq, config.model.dimension, rngs=rngs)
-        self.decoder = SEANetDecoder(config.model, rngs=rngs)
+        self.decoder = SEANetDecoder(config.model, remat_policy=remat_policy, rngs=rngs)
         self.semantic_head = SemanticHead(config.model, rngs=rngs)
         self.acoustic_aligner = AcousticAligner(config.model, rngs=rngs)
 

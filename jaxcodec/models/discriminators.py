@@ -26,6 +26,7 @@ from flax import nnx
 
 from jaxcodec import spectral
 from jaxcodec.config import DiscriminatorConfig
+from jaxcodec.models import remat
 from jaxcodec.models.conv import Conv1d, Conv2d
 
 KINDS = ("msstft", "mpd", "msd")
@@ -169,11 +170,13 @@ class Discriminators(nnx.Module):
     at use; the STFT itself runs in float32.
     """
 
-    def __init__(self, config: DiscriminatorConfig, *, dtype: str | jnp.dtype | None = None, rngs: nnx.Rngs):
+    def __init__(self, config: DiscriminatorConfig, *, dtype: str | jnp.dtype | None = None,
+                 remat_policy: str | None = None, rngs: nnx.Rngs):
         unknown = [k for k in config.kinds if k not in KINDS]
-        if unknown or not config.kinds:
-            raise ValueError(f"disc.kinds must be a non-empty subset of {list(KINDS)}, got {list(config.kinds)}")
+        if unknown:  # empty is allowed: a reconstruction-only codec (the loop never runs the GAN step)
+            raise ValueError(f"disc.kinds must be a subset of {list(KINDS)}, got {list(config.kinds)}")
         self.dtype = None if dtype is None else jnp.dtype(dtype)
+        self.remat_policy = remat_policy  # each sub-discriminator rematerialised under it (models/remat.py)
         names: list[str] = []
         self.msstft = nnx.List()
         self.mpd = nnx.List()
@@ -198,18 +201,20 @@ class Discriminators(nnx.Module):
     def __call__(self, wav_bn: jax.Array) -> DiscriminatorOutput:
         if wav_bn.ndim != 2:
             raise ValueError(f"discriminators take a waveform [batch, samples], got shape {wav_bn.shape}")
+        if not self.names:
+            raise ValueError("no discriminators configured (disc.kinds is empty)")
         if self.dtype is not None:
             wav_bn = wav_bn.astype(self.dtype)
         logits, fmaps = [], []
         for disc in [*self.msstft, *self.mpd]:
-            logit, fmap = disc(wav_bn)
+            logit, fmap = remat.call(disc, type(disc).__call__, self.remat_policy, wav_bn)
             logits.append(logit)
             fmaps.append(fmap)
         pooled_bn = wav_bn
         for i, disc in enumerate(self.msd):
             if i:  # scale i sees the waveform average-pooled i times (HiFi-GAN's meanpools)
                 pooled_bn = avg_pool_1d(pooled_bn)
-            logit, fmap = disc(pooled_bn)
+            logit, fmap = remat.call(disc, type(disc).__call__, self.remat_policy, pooled_bn)
             logits.append(logit)
             fmaps.append(fmap)
         return logits, fmaps

@@ -11,6 +11,7 @@ import jax
 from flax import nnx
 
 from jaxcodec.config import ModelConfig
+from jaxcodec.models import remat
 from jaxcodec.models.conv import Conv1d, ConvTranspose1d
 from jaxcodec.models.lstm import SLSTM
 
@@ -38,42 +39,53 @@ class ResidualBlock(nnx.Module):
 class EncoderBlock(nnx.Module):
     """Residual blocks at one resolution, then ELU and a strided conv (kernel 2·ratio) doubling the channels."""
 
-    def __init__(self, config: ModelConfig, dim: int, ratio: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, dim: int, ratio: int, *, remat_policy: str | None = None,
+                 rngs: nnx.Rngs):
         self.residuals = nnx.List([ResidualBlock(config, dim, config.dilation_base**j, rngs=rngs)
                                    for j in range(config.n_residual_layers)])
         self.downsample = _conv(config, dim, dim * 2, ratio * 2, rngs, stride=ratio)
+        self.remat_policy = remat_policy
 
-    def __call__(self, x_btc: jax.Array) -> jax.Array:
+    def _forward(self, x_btc: jax.Array) -> jax.Array:
         for block in self.residuals:
             x_btc = block(x_btc)
         return self.downsample(jax.nn.elu(x_btc))
+
+    def __call__(self, x_btc: jax.Array) -> jax.Array:
+        return remat.call(self, EncoderBlock._forward, self.remat_policy, x_btc)
 
 
 class DecoderBlock(nnx.Module):
     """ELU and a transposed conv (kernel 2·ratio) halving the channels, then residual blocks."""
 
-    def __init__(self, config: ModelConfig, dim: int, ratio: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, dim: int, ratio: int, *, remat_policy: str | None = None,
+                 rngs: nnx.Rngs):
         self.upsample = ConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio, causal=config.causal,
                                         weight_norm=config.norm == "weight_norm", init=config.conv_init, rngs=rngs)
         self.residuals = nnx.List([ResidualBlock(config, dim // 2, config.dilation_base**j, rngs=rngs)
                                    for j in range(config.n_residual_layers)])
+        self.remat_policy = remat_policy
 
-    def __call__(self, x_btc: jax.Array) -> jax.Array:
+    def _forward(self, x_btc: jax.Array) -> jax.Array:
         x_btc = self.upsample(jax.nn.elu(x_btc))
         for block in self.residuals:
             x_btc = block(x_btc)
         return x_btc
 
+    def __call__(self, x_btc: jax.Array) -> jax.Array:
+        return remat.call(self, DecoderBlock._forward, self.remat_policy, x_btc)
+
 
 class SEANetEncoder(nnx.Module):
-    """Waveform [B, N, channels] → latents [B, ceil(N / hop), dimension]."""
+    """Waveform [B, N, channels] → latents [B, ceil(N / hop), dimension]. `remat_policy`: each resolution's block
+    is rematerialised under that policy (models/remat.py); None keeps every activation."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, remat_policy: str | None = None, rngs: nnx.Rngs):
         width = config.n_filters
         self.conv_in = _conv(config, config.channels, width, config.kernel_size, rngs)
         blocks = []
         for ratio in reversed(config.ratios):
-            blocks.append(EncoderBlock(config, width, ratio, rngs=rngs))
+            blocks.append(EncoderBlock(config, width, ratio, remat_policy=remat_policy, rngs=rngs))
             width *= 2
         self.blocks = nnx.List(blocks)
         self.lstm = SLSTM(width, config.lstm_layers, bidirectional=config.encoder_bidirectional,
@@ -91,15 +103,16 @@ class SEANetEncoder(nnx.Module):
 
 
 class SEANetDecoder(nnx.Module):
-    """Latents [B, T, dimension] → waveform [B, T · hop, channels] (no final activation, as EnCodec)."""
+    """Latents [B, T, dimension] → waveform [B, T · hop, channels] (no final activation, as EnCodec).
+    `remat_policy` as the encoder's."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, remat_policy: str | None = None, rngs: nnx.Rngs):
         width = config.n_filters * 2 ** len(config.ratios)
         self.conv_in = _conv(config, config.dimension, width, config.kernel_size, rngs)
         self.lstm = SLSTM(width, config.lstm_layers, rngs=rngs) if config.lstm_layers else None
         blocks = []
         for ratio in config.ratios:
-            blocks.append(DecoderBlock(config, width, ratio, rngs=rngs))
+            blocks.append(DecoderBlock(config, width, ratio, remat_policy=remat_policy, rngs=rngs))
             width //= 2
         self.blocks = nnx.List(blocks)
         self.conv_out = _conv(config, width, config.channels, config.last_kernel_size, rngs)

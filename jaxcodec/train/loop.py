@@ -161,6 +161,7 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
 
     `time_budget` (seconds from the call, e.g. a demo's): once it is spent the loop validates, checkpoints the
     step it reached and returns early (`last["stopped_early"]`); the same call later resumes from there."""
+    entered = time.perf_counter()
     deadline = None if time_budget is None else time.monotonic() + time_budget
     sharding.maybe_initialize_distributed()
     workdir = Path(workdir)
@@ -171,13 +172,13 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
                                 best_metric=BEST_METRIC)
     try:
-        return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline)
+        return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline, entered)
     finally:
         checkpointer.close()
 
 
 def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer: Checkpointer, has_valid: bool,
-         log, deadline: float | None = None) -> dict:
+         log, deadline: float | None = None, entered: float | None = None) -> dict:
     tc = config.train
     graphs, shapes = state_lib.abstract(config)
     shardings = sharding.state_shardings(shapes, mesh, config.mesh)
@@ -197,7 +198,9 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         start = 0
         _, state, _ = state_lib.create(config, mesh)
         atomic.write_json(workdir / "config.json", config_lib.to_dict(config))
-    step_fn = step_lib.jit_step(graphs, config, shardings, batch_sharding)
+    # Two programs, each compiled on its first use: a run resumed after the warm-up never compiles the first.
+    step_fns = {adversarial: step_lib.jit_step(graphs, config, shardings, batch_sharding, adversarial)
+                for adversarial in (False, True)}
     eval_fn = jax.jit(lambda s, b: _eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
     logs = _Logs(workdir, start, log)
     seconds_per_batch = tc.batch_size * config.data.segment_seconds
@@ -210,7 +213,11 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             # Imported weights (jaxcodec import) arrive with their codebooks: k-means would overwrite them.
             if step == 0 and config.rvq.kmeans_init and not _codebooks_initialized(state):
                 state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fns[step_lib.adversarial_at(config, step)](state, batch)
+            if step == start:  # start-up: restore or initialisation, compilation (or the cache), the first step
+                jax.block_until_ready(metrics)
+                startup = time.perf_counter() - (started if entered is None else entered)
+                logs.log(f"first step done {startup:.1f} s after start")
             if pending is not None:
                 last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
             pending = (step, metrics)
@@ -270,9 +277,10 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
         eta = (tc.num_steps - step - 1) * elapsed / max(steps_done, 1)
         if deadline is not None:  # a time budget stops the run first when it is shorter
             eta = max(min(eta, deadline - time.monotonic()), 0.0)
+        disc = f"disc {row['loss/disc']:.3f}  " if "loss/disc" in row else ""  # not in generator-only steps
         logs.log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
-            f"sem {row['loss/semantic']:.3f}  ac {row['loss/acoustic']:.3f}  disc {row['loss/disc']:.3f}  "
-            f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")
+                 f"sem {row['loss/semantic']:.3f}  ac {row['loss/acoustic']:.3f}  {disc}"
+                 f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")
     return row
 
 

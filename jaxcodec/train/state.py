@@ -66,6 +66,7 @@ def disc_optimizer(config: Config) -> optax.GradientTransformation:
 def build_models(config: Config) -> tuple[Codec, Discriminators]:
     codec = Codec(config, rngs=nnx.Rngs(config.train.seed))
     disc = Discriminators(config.disc, dtype=config.model.compute_dtype,
+                          remat_policy=config.train.remat_policy_of("disc"),
                           rngs=nnx.Rngs(config.train.seed + DISC_SEED_OFFSET))
     return codec, disc
 

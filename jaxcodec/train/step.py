@@ -1,5 +1,9 @@
 """The train step: a pure function (state, batch) → (state, metrics), jitted over the mesh.
 
+Two compiled programs: the GAN step, and before `train.disc_warmup_steps` (or with `disc.kinds: []`) the
+generator-only step, which has no discriminator work in it at all (`adversarial_at` says which a step runs; the
+loop switches between them, so a resume on either side of the switch continues the same trajectory).
+
 Order within a step (one generator forward):
 1. Generator forward on the batch; the generator loss uses the discriminators as they are at the start of the
    step (EnCodec, HiFi-GAN): reconstruction (L1 + multi-scale mel) + commitment + λs·semantic + λa·acoustic, and
@@ -7,8 +11,8 @@ Order within a step (one generator forward):
    waveform losses (l1, mel, adv, feat) are combined by EnCodec's gradient balancer on the decoded waveform.
 2. Generator update (AdamW, warm-up + cosine, global-norm clipping); then the EMA codebook update from the
    forward's statistics, which are sums over the global batch (identical on every device).
-3. Discriminator loss on the real batch and the stop-gradient reconstruction, discriminator update (only after
-   the warm-up; before it the discriminator state is left untouched). The discriminators run forward once on
+3. Discriminator loss on the real batch and the stop-gradient reconstruction, discriminator update (GAN step
+   only; the generator-only step leaves the discriminator state untouched). The discriminators run forward once on
    each batch; both losses are pulled back from those passes (`_grads`).
 4. If any loss or gradient is not finite, nothing is updated (parameters, optimizer states, codebooks,
    balancer), the step still advances (its batch was consumed), and `skips` counts consecutive skips; the loop
@@ -16,6 +20,8 @@ Order within a step (one generator forward):
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,16 +61,27 @@ def _direct_terms(config: Config, out, hubert, ecapa) -> dict[str, jax.Array]:
     }
 
 
-def _weights(config: Config, adversarial_on: jax.Array) -> dict[str, jax.Array]:
+def _weights(config: Config) -> dict[str, float]:
     lc = config.loss
-    return {"l1": lc.lambda_time, "mel": lc.lambda_mel, "adv": lc.lambda_adv * adversarial_on,
-            "feat": lc.lambda_feat * adversarial_on, "commit": lc.lambda_commit, "semantic": lc.lambda_semantic,
-            "acoustic": lc.lambda_acoustic}
+    return {"l1": lc.lambda_time, "mel": lc.lambda_mel, "adv": lc.lambda_adv, "feat": lc.lambda_feat,
+            "commit": lc.lambda_commit, "semantic": lc.lambda_semantic, "acoustic": lc.lambda_acoustic}
 
 
-def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, adversarial_on):
-    """Generator and discriminator gradients of one step, from one generator forward and one discriminator
-    forward on each of the real and the reconstructed batch.
+class StepGradients(NamedTuple):
+    """What one step's forward and backward passes produce (`_grads`)."""
+
+    generator: Any  # gradients w.r.t. the codec's parameters
+    terms: dict[str, jax.Array]  # unweighted loss terms
+    codec_out: Any  # the generator forward's CodecOutput (codebook statistics)
+    balancer: dict  # the balancer's new EMA state (the old one when it is off)
+    balancer_metrics: dict[str, jax.Array]
+    disc_loss: jax.Array | None  # None in a generator-only step
+    disc: Any  # gradients w.r.t. the discriminators' parameters; None in a generator-only step
+
+
+def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, adversarial: bool) -> StepGradients:
+    """Generator and discriminator gradients of one step, from one generator forward and, when `adversarial`,
+    one discriminator forward on each of the real and the reconstructed batch.
 
     The generator's loss and the discriminators' loss both need D(x) and D(x̂) at the step's discriminator
     parameters, so each is computed once (`jax.vjp`) and pulled back twice: w.r.t. x̂ for the generator, w.r.t.
@@ -73,49 +90,54 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
     The waveform losses' gradient w.r.t. x̂ is then pulled back through the generator together with the direct
     losses; with `loss.balancer`, EnCodec's balancer rescales the per-loss gradients w.r.t. x̂ first.
 
-    Returns (generator grads, loss terms, generator forward output, balancer state, balancer metrics,
-    discriminator loss, discriminator grads)."""
+    `adversarial=False` (before `train.disc_warmup_steps`, or with no discriminators) is the generator-only
+    step: no discriminator pass at all, and the balancer, when on, balances the reconstruction losses alone."""
     lc = config.loss
     wav, mask = batch["wav"], batch["mask"]
     hubert, ecapa = _teachers(config, batch)
     params, rest = state["codec"]["params"], state["codec"]["rest"]
-    weights = _weights(config, adversarial_on)
+    weights = _weights(config)
 
     def generator(params):
         out = nnx.merge(graphs.codec, params, rest)(wav, mask, key=key)
         direct = _direct_terms(config, out, hubert, ecapa)
         return (out.wav_bn, sum(weights[name] * value for name, value in direct.items())), (out, direct)
 
-    def discriminators(disc_params, y):
-        return nnx.merge(graphs.disc, disc_params, state["disc"]["rest"])(y)
-
     (fake, _), generator_pullback, (out, direct) = jax.vjp(generator, params, has_aux=True)
-    real_out, real_pullback = jax.vjp(lambda p: discriminators(p, wav), state["disc"]["params"])
-    fake_out, fake_pullback = jax.vjp(discriminators, state["disc"]["params"], fake)
-    real_fmaps = real_out[1]  # constants of the feature-matching loss (stop-gradient inside it)
 
     # 1. generator: each waveform loss and its gradient w.r.t. x̂
     terms, grads_y = dict(direct), {}
     terms["l1"], grads_y["l1"] = jax.value_and_grad(lambda y: losses.l1_time(wav, y, mask))(fake)
     terms["mel"], grads_y["mel"] = jax.value_and_grad(
         lambda y: losses.mel_loss(wav, y, lc, config.model.sample_rate, mask))(fake)
-    terms["adv"], adv_cotangent = jax.value_and_grad(
-        lambda o: losses.generator_adversarial_loss(o[0], lc.adversarial))(fake_out)
-    terms["feat"], feat_cotangent = jax.value_and_grad(
-        lambda o: losses.feature_matching_loss(real_fmaps, o[1]))(fake_out)
+    if adversarial:
+        def discriminators(disc_params, y):
+            return nnx.merge(graphs.disc, disc_params, state["disc"]["rest"])(y)
+
+        real_out, real_pullback = jax.vjp(lambda p: discriminators(p, wav), state["disc"]["params"])
+        fake_out, fake_pullback = jax.vjp(discriminators, state["disc"]["params"], fake)
+        real_fmaps = real_out[1]  # constants of the feature-matching loss (stop-gradient inside it)
+        terms["adv"], adv_cotangent = jax.value_and_grad(
+            lambda o: losses.generator_adversarial_loss(o[0], lc.adversarial))(fake_out)
+        terms["feat"], feat_cotangent = jax.value_and_grad(
+            lambda o: losses.feature_matching_loss(real_fmaps, o[1]))(fake_out)
     if not lc.balancer:
-        adversarial = jax.tree.map(lambda a, f: (weights["adv"] * a + weights["feat"] * f).astype(a.dtype),
-                                   adv_cotangent, feat_cotangent)  # the outputs' dtype (bfloat16 compute)
-        grad_y = weights["l1"] * grads_y["l1"] + weights["mel"] * grads_y["mel"] + fake_pullback(adversarial)[1]
+        grad_y = weights["l1"] * grads_y["l1"] + weights["mel"] * grads_y["mel"]
+        if adversarial:
+            adversarial_cotangent = jax.tree.map(
+                lambda a, f: (weights["adv"] * a + weights["feat"] * f).astype(a.dtype),
+                adv_cotangent, feat_cotangent)  # the outputs' dtype (bfloat16 compute)
+            grad_y = grad_y + fake_pullback(adversarial_cotangent)[1]
         balancer, balancer_metrics = state["balancer"], {}
     else:
-        # Before the discriminator starts, adversarial gradients are zero (their EMA norms still update).
-        grads_y["adv"] = fake_pullback(adv_cotangent)[1] * adversarial_on
-        grads_y["feat"] = fake_pullback(feat_cotangent)[1] * adversarial_on
-        static_weights = {"l1": lc.lambda_time, "mel": lc.lambda_mel, "adv": lc.lambda_adv, "feat": lc.lambda_feat}
+        if adversarial:
+            grads_y["adv"] = fake_pullback(adv_cotangent)[1]
+            grads_y["feat"] = fake_pullback(feat_cotangent)[1]
         grad_y, balancer, balancer_metrics = losses.balance_gradients(
-            grads_y, static_weights, state["balancer"], ema_decay=lc.balancer_ema_decay)
+            grads_y, {name: weights[name] for name in grads_y}, state["balancer"], ema_decay=lc.balancer_ema_decay)
     (grads,) = generator_pullback((grad_y, jnp.ones((), jnp.float32)))
+    if not adversarial:
+        return StepGradients(grads, terms, out, balancer, balancer_metrics, None, None)
 
     # 2. discriminators, on x̂ as it was before the generator's update (only parameter gradients are taken)
     d_loss, (real_cotangent, fake_cotangent) = jax.value_and_grad(
@@ -123,45 +145,54 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
     (d_real,) = real_pullback((real_cotangent, jax.tree.map(jnp.zeros_like, real_out[1])))
     d_fake, _ = fake_pullback((fake_cotangent, jax.tree.map(jnp.zeros_like, fake_out[1])))
     d_grads = jax.tree.map(jnp.add, d_real, d_fake)
-    return grads, terms, out, balancer, balancer_metrics, d_loss, d_grads
+    return StepGradients(grads, terms, out, balancer, balancer_metrics, d_loss, d_grads)
 
 
 UPDATED = ("codec", "disc", "gen_opt", "disc_opt", "balancer")  # what a non-finite step leaves untouched
 
 
-def train_step(graphs: Graphs, config: Config, state: dict, batch: dict) -> tuple[dict, dict]:
+def adversarial_at(config: Config, step: int) -> bool:
+    """Whether step `step` (0-based) trains against the discriminators: from `train.disc_warmup_steps` on, and
+    never without discriminators (`disc.kinds: []`). Before that the loop runs the generator-only step."""
+    return bool(config.disc.kinds) and step >= config.train.disc_warmup_steps
+
+
+def train_step(graphs: Graphs, config: Config, state: dict, batch: dict, adversarial: bool = True
+               ) -> tuple[dict, dict]:
+    """One optimizer step of the generator and, when `adversarial`, of the discriminators. `adversarial` is
+    static: the generator-only step is its own compiled program with no discriminator work in it."""
     # A fresh pytree of the pre-step values: nnx.merge reuses the State's Variable objects, so the in-place EMA
     # codebook update below would otherwise also change the "old" values a non-finite step falls back to.
     kept = jax.tree.map(lambda x: x, {name: state[name] for name in UPDATED})
     step = state["step"]
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
-    adversarial_on = (step >= config.train.disc_warmup_steps).astype(jnp.float32)
 
     # 1-2. generator
-    grads, terms, out, balancer, balancer_metrics, d_loss, d_grads = _grads(graphs, config, state, batch, key,
-                                                                            adversarial_on)
+    g = _grads(graphs, config, state, batch, key, adversarial)
     gen_tx = state_lib.generator_optimizer(config)
-    updates, gen_opt = gen_tx.update(grads, state["gen_opt"], state["codec"]["params"])
+    updates, gen_opt = gen_tx.update(g.generator, state["gen_opt"], state["codec"]["params"])
     codec_params = optax.apply_updates(state["codec"]["params"], updates)
     codec = nnx.merge(graphs.codec, codec_params, state["codec"]["rest"])
-    usage = codec.quantizer.update(out.quantizer.stats)
+    usage = codec.quantizer.update(g.codec_out.quantizer.stats)
     _, _, codec_rest = nnx.split(codec, nnx.Param, ...)
 
     # 3. discriminators (their gradients came from the same forwards, at the step's starting parameters)
-    disc_tx = state_lib.disc_optimizer(config)
-    d_updates, disc_opt = disc_tx.update(d_grads, state["disc_opt"], state["disc"]["params"])
-    disc_params = optax.apply_updates(state["disc"]["params"], d_updates)
-    disc_on = adversarial_on > 0
-    disc_params = _select(disc_on, disc_params, state["disc"]["params"])
-    disc_opt = _select(disc_on, disc_opt, state["disc_opt"])
+    disc_params, disc_opt = state["disc"]["params"], state["disc_opt"]
+    if adversarial:
+        disc_tx = state_lib.disc_optimizer(config)
+        d_updates, disc_opt = disc_tx.update(g.disc, disc_opt, disc_params)
+        disc_params = optax.apply_updates(disc_params, d_updates)
 
     # 4. all or nothing
-    total = sum(_weights(config, adversarial_on)[name] * value for name, value in terms.items())
-    finite = (jnp.isfinite(total) & jnp.isfinite(d_loss) & _all_finite(grads) & _all_finite(d_grads))
+    weights = _weights(config)
+    total = sum(weights[name] * value for name, value in g.terms.items())
+    finite = jnp.isfinite(total) & _all_finite(g.generator)
+    if adversarial:
+        finite = finite & jnp.isfinite(g.disc_loss) & _all_finite(g.disc)
     candidate = {
         "codec": {"params": codec_params, "rest": codec_rest},
         "disc": {"params": disc_params, "rest": state["disc"]["rest"]},
-        "gen_opt": gen_opt, "disc_opt": disc_opt, "balancer": balancer,
+        "gen_opt": gen_opt, "disc_opt": disc_opt, "balancer": g.balancer,
     }
     new_state = {
         **_select(finite, candidate, kept),
@@ -172,17 +203,17 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict) -> tupl
     }
     metrics = {
         "loss/total": total,
-        **{f"loss/{name}": value for name, value in terms.items()},
-        "loss/disc": d_loss,
-        "grad_norm/generator": optax.tree.norm(grads),
-        "grad_norm/disc": optax.tree.norm(d_grads),
+        **{f"loss/{name}": value for name, value in g.terms.items()},
+        "grad_norm/generator": optax.tree.norm(g.generator),
         "lr/generator": state_lib.learning_rate(config.optim, config.optim.learning_rate,
                                                 config.train.num_steps)(step),
-        "adversarial_on": adversarial_on,
+        "adversarial_on": jnp.float32(adversarial),
         "skipped": (~finite).astype(jnp.int32),
         **{f"codebook/{name}": value for name, value in usage.items()},
-        **{f"balancer/{name}": value for name, value in balancer_metrics.items()},
+        **{f"balancer/{name}": value for name, value in g.balancer_metrics.items()},
     }
+    if adversarial:
+        metrics.update({"loss/disc": g.disc_loss, "grad_norm/disc": optax.tree.norm(g.disc)})
     return new_state, metrics
 
 
@@ -195,11 +226,11 @@ def init_codebooks(graphs: Graphs, config: Config, state: dict, batch: dict) -> 
     return {**state, "codec": {"params": state["codec"]["params"], "rest": rest}}
 
 
-def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding):
+def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding, adversarial: bool = True):
     """The step jitted over the mesh: state in and out with its shardings (donated), batch split over devices,
-    metrics replicated."""
+    metrics replicated. `adversarial=False`: the generator-only step (see `adversarial_at`)."""
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
-    return jax.jit(lambda state, batch: train_step(graphs, config, state, batch),
+    return jax.jit(lambda state, batch: train_step(graphs, config, state, batch, adversarial),
                    in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
                    donate_argnums=0)
 

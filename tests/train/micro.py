@@ -14,8 +14,10 @@ MICRO = {
     "loss": {"mel_form": "speechtokenizer"},
     "optim": {"learning_rate": 1e-3, "warmup_steps": 2},
     "data": {"segment_seconds": 0.32, "hubert_layer": "9"},
+    # 6 generator-only steps, then 6 GAN steps: the SIGKILL-resume test kills the run during the first and its
+    # resume crosses into the second.
     "train": {"batch_size": 8, "num_steps": 12, "checkpoint_every": 1, "keep_checkpoints": 12, "eval_every": 6,
-              "log_every": 1, "disc_warmup_steps": 2},
+              "log_every": 1, "disc_warmup_steps": 6},
 }
 
 

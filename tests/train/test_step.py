@@ -4,6 +4,7 @@ the plain gradient of the rescaled losses, and bfloat16 compute against float32.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxcodec import losses
@@ -34,27 +35,30 @@ def one_device_state(config):
     return graphs, state, shardings, mesh
 
 
-def plain_waveform_terms(config, disc, wav, mask, fake) -> dict:
-    """The waveform losses written the plain way, one discriminator pass per use (the reference of `_grads`)."""
+def plain_waveform_terms(config, disc, wav, mask, fake, adversarial: bool = True) -> dict:
+    """The waveform losses written the plain way, one discriminator pass per use (the reference of `_grads`);
+    without `adversarial`, the reconstruction losses alone."""
     lc = config.loss
-    fake_logits, fake_fmaps = disc(fake)
-    _, real_fmaps = disc(wav)
-    return {"l1": losses.l1_time(wav, fake, mask),
-            "mel": losses.mel_loss(wav, fake, lc, config.model.sample_rate, mask),
-            "adv": losses.generator_adversarial_loss(fake_logits, lc.adversarial),
-            "feat": losses.feature_matching_loss(real_fmaps, fake_fmaps)}
+    terms = {"l1": losses.l1_time(wav, fake, mask),
+             "mel": losses.mel_loss(wav, fake, lc, config.model.sample_rate, mask)}
+    if adversarial:
+        fake_logits, fake_fmaps = disc(fake)
+        _, real_fmaps = disc(wav)
+        terms["adv"] = losses.generator_adversarial_loss(fake_logits, lc.adversarial)
+        terms["feat"] = losses.feature_matching_loss(real_fmaps, fake_fmaps)
+    return terms
 
 
-def plain_generator_loss(graphs, config, state, batch, key, scales):
+def plain_generator_loss(graphs, config, state, batch, key, scales, adversarial: bool = True):
     """Σ weight · term over the direct and waveform losses, as a function of the generator's parameters."""
     disc = nnx.merge(graphs.disc, state["disc"]["params"], state["disc"]["rest"])
     hubert, ecapa = step_lib._teachers(config, batch)
-    weights = step_lib._weights(config, jnp.float32(1))
+    weights = step_lib._weights(config)
 
     def loss(params):
         out = nnx.merge(graphs.codec, params, state["codec"]["rest"])(batch["wav"], batch["mask"], key=key)
         direct = step_lib._direct_terms(config, out, hubert, ecapa)
-        wave = plain_waveform_terms(config, disc, batch["wav"], batch["mask"], out.wav_bn)
+        wave = plain_waveform_terms(config, disc, batch["wav"], batch["mask"], out.wav_bn, adversarial)
         return (sum(weights[n] * v for n, v in direct.items())
                 + sum(jax.lax.stop_gradient(scales.get(n, weights[n])) * v for n, v in wave.items()))
 
@@ -77,7 +81,7 @@ def test_shared_discriminator_passes_give_the_plain_gradients():
     batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
     key = jax.random.key(7)
     grads, terms, _, _, _, d_loss, d_grads = jax.jit(
-        lambda state, batch: step_lib._grads(graphs, config, state, batch, key, jnp.float32(1)))(state, batch)
+        lambda state, batch: step_lib._grads(graphs, config, state, batch, key, True))(state, batch)
 
     @jax.jit
     def reference(state, batch):
@@ -99,9 +103,11 @@ def test_shared_discriminator_passes_give_the_plain_gradients():
     assert all(np.isfinite(float(v)) for v in terms.values())
 
 
-def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses():
+@pytest.mark.parametrize("adversarial", [True, False], ids=["gan_step", "generator_only_step"])
+def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses(adversarial):
     """With loss.balancer the step pulls Σ_i s_i ∇_y L_i back through the generator (one vjp), s_i the
-    balancer's scales; that must equal jax.grad of Σ_i s_i L_i + the direct losses, computed the plain way."""
+    balancer's scales; that must equal jax.grad of Σ_i s_i L_i + the direct losses, computed the plain way.
+    The generator-only step balances the reconstruction losses alone (no adversarial term exists yet)."""
     config = micro_config(loss={"balancer": True}, train={"disc_warmup_steps": 0})
     graphs, state, _, _ = one_device_state(config)
     batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
@@ -109,22 +115,58 @@ def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses():
 
     @jax.jit
     def balanced(state, batch):
-        grads, terms, _, balancer, metrics, _, _ = step_lib._grads(graphs, config, state, batch, key, jnp.float32(1))
+        grads, terms, _, balancer, metrics, _, _ = step_lib._grads(graphs, config, state, batch, key, adversarial)
         return grads, terms, balancer, metrics
 
     grads, terms, balancer, metrics = balanced(state, batch)
-    scales = {name: metrics[f"balancer_scale/{name}"] for name in state_lib.BALANCED_LOSSES}
+    balanced_names = state_lib.BALANCED_LOSSES if adversarial else ("l1", "mel")
+    scales = {name: metrics[f"balancer_scale/{name}"] for name in balanced_names}
     expected = jax.jit(lambda state, batch, scales: jax.grad(plain_generator_loss(
-        graphs, config, state, batch, key, scales))(state["codec"]["params"]))(state, batch, scales)
+        graphs, config, state, batch, key, scales, adversarial))(state["codec"]["params"]))(state, batch, scales)
     assert_trees_close(grads, expected)
     # First step: each EMA norm is the step's own norm, so scale_i = (w_i / Σ w) / ‖∇_y L_i‖ (per-example mean).
     w = {"l1": config.loss.lambda_time, "mel": config.loss.lambda_mel, "adv": config.loss.lambda_adv,
          "feat": config.loss.lambda_feat}
+    w = {name: w[name] for name in balanced_names}
     for name, weight in w.items():
         norm = float(metrics[f"grad_norm/{name}"])
         assert norm > 0 and np.isclose(float(scales[name]), weight / sum(w.values()) / norm, rtol=1e-5), name
         assert float(balancer["fix"][name]) == 1.0  # the EMA state moved: one update seen
+    if not adversarial:  # the adversarial losses' EMA state waits for the GAN to start
+        assert float(balancer["fix"]["adv"]) == 0.0 and "balancer_scale/adv" not in metrics
     assert all(np.isfinite(float(v)) for v in terms.values())
+
+
+def test_generator_only_step_does_no_discriminator_work():
+    """Before the discriminators start, the step is its own program: the generator's gradient is that of the
+    reconstruction and teacher losses alone, the discriminators and their optimizer state come out bitwise as
+    they went in, and the compiled program has none of the discriminators' FLOPs."""
+    config = micro_config(train={"disc_warmup_steps": 0})
+    graphs, state, shardings, mesh = one_device_state(config)
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
+    key = jax.random.key(7)
+    grads = jax.jit(lambda state, batch: step_lib._grads(graphs, config, state, batch, key, False).generator)(
+        state, batch)
+    expected = jax.jit(lambda state, batch: jax.grad(plain_generator_loss(
+        graphs, config, state, batch, key, {}, adversarial=False))(state["codec"]["params"]))(state, batch)
+    assert_trees_close(grads, expected)
+
+    batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(config.mesh))
+    disc_before = jax.device_get({"disc": state["disc"], "disc_opt": state["disc_opt"]})
+    flops = {}
+    for adversarial in (False, True):
+        jitted = step_lib.jit_step(graphs, config, shardings, batch_sharding, adversarial)
+        cost = jitted.lower(state, batch).compile().cost_analysis()
+        flops[adversarial] = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    new_state, metrics = step_lib.jit_step(graphs, config, shardings, batch_sharding, False)(state, batch)
+    new_state, metrics = jax.device_get((new_state, metrics))
+    for x, y in zip(jax.tree.leaves(disc_before), jax.tree.leaves({"disc": new_state["disc"],
+                                                                    "disc_opt": new_state["disc_opt"]}), strict=True):
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+    assert "loss/disc" not in metrics and "loss/adv" not in metrics and float(metrics["adversarial_on"]) == 0.0
+    assert int(new_state["step"]) == 1 and int(metrics["skipped"]) == 0
+    # Measured on the micro config: the generator-only step has 54 % of the GAN step's FLOPs (0.89 of 1.64 GFLOP).
+    assert flops[False] < 0.6 * flops[True], flops
 
 
 def test_bfloat16_train_step_is_finite_and_keeps_float32_state():
