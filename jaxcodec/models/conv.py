@@ -129,29 +129,22 @@ def strided_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padd
                                         dimension_numbers=dimension_numbers, feature_group_count=groups)
 
 
-def conv1d_as_matmuls(x_btc: jax.Array, kernel_kio: jax.Array, dilation: int = 1) -> jax.Array:
-    """A VALID stride-1 1-D convolution as one matmul per tap: Σ_a x[t + a · dilation] @ W[a]. Its gradients are
-    matmuls too. XLA's CPU convolution computes the kernel gradient of the transposed conv's phase convolution (2
-    taps, stride · O output channels) on a slow path: 1180 ms against 27 ms this way (base decoder's first
-    upsampling, 4 × 1 s). For the folded strided convs and stride-1 convs XLA's convolution is as fast or faster
-    (measured: 16 vs 23 ms at stride 2; 10 vs 33 ms for a residual conv at 16 kHz), so only the phases use this."""
-    k = kernel_kio.shape[0]
-    frames = x_btc.shape[1] - (k - 1) * dilation
-    return sum(x_btc[:, a * dilation: a * dilation + frames] @ kernel_kio[a] for a in range(k))
-
-
 def transposed_conv1d(x_btc: jax.Array, kernel_kio: jax.Array, stride: int) -> jax.Array:
     """PyTorch's ConvTranspose1d (no padding): [B, T, I] → [B, (T − 1) · stride + k, O], as `stride` phases.
 
     Output sample stride · q + r is Σ_a x[q − a] · W[a · stride + r]: one stride-1 convolution whose output
-    channels are the (phase r, channel o) pairs, then depth-to-space."""
+    channels are the (phase r, channel o) pairs, then depth-to-space. The convolution is XLA's, on an explicitly
+    padded input (VALID): with jax 0.10 it beat one matmul per tap in the whole step (base decoder, 16 × 1 s:
+    2.32 → 2.19 s, temporaries 1844 → 1701 MB; bench/NOTES.md), while the same convolution with XLA's own padding
+    took 10.6 s."""
     k, _, out_channels = kernel_kio.shape
     taps = -(-k // stride)
     kernel = jnp.pad(kernel_kio, ((0, taps * stride - k), (0, 0), (0, 0)))
     kernel = kernel.reshape(taps, stride, *kernel.shape[1:])  # [a, r, I, O]
     kernel = jnp.moveaxis(kernel, 1, 2).reshape(taps, kernel.shape[2], stride * out_channels)  # [a, I, r·O]
     length = (x_btc.shape[1] - 1) * stride + k
-    y = conv1d_as_matmuls(jnp.pad(x_btc, ((0, 0), (taps - 1, taps - 1), (0, 0))), kernel[::-1])
+    y = jax.lax.conv_general_dilated(jnp.pad(x_btc, ((0, 0), (taps - 1, taps - 1), (0, 0))), kernel[::-1], (1,),
+                                     ((0, 0),), dimension_numbers=_CONV1D_DIMS)
     batch, frames = y.shape[:2]
     return y.reshape(batch, frames * stride, out_channels)[:, :length]
 
