@@ -30,6 +30,7 @@ def write_synthetic_shards(out: Path, hubert_dim: int, ecapa_dim: int, utterance
     provenance = {"hubert": {"layer": "9", "dim": hubert_dim}, "ecapa": {"dim": ecapa_dim},
                   "sample_rate": SAMPLE_RATE, "hop_length": HOP}
     rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
     for index in range(num_shards):
         writer = shards.ShardWriter(out, index, num_shards, fields)
         for i in range(index, utterances, num_shards):
