@@ -39,3 +39,15 @@ def test_cli_parser_loads_neither_world():
             f"{sorted(TORCH_WORLD | JAX_WORLD)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_training_loads_no_torch_at_run_time(tmp_path):
+    """tensorboardX imports torch whenever it is installed (2 s of a resumed run's start-up); the loop's writer
+    must not, and torch must still import normally afterwards."""
+    code = ("import sys; from pathlib import Path; from jaxcodec.train import loop, tensorboard; "
+            f"board = tensorboard.TensorBoard(Path({str(tmp_path)!r}), 0); board.scalars(1, {{'loss': 1.0}}); "
+            "board.close(); print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            f"{sorted(TORCH_WORLD)!r})); import torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -200,6 +200,24 @@ def make_dataset(reader: ShardReader, config: Config, *, split: str = "train", s
     augmentation; without it every crop is the utterance's first segment, unaugmented, so a validation stream
     (shuffle=False, repeat=False) is identical at every evaluation. Batches are full (drop remainder); with
     repeat=False every host gets the same number of them."""
+    ds = _batches(reader, config, split, seed, process_index, process_count, shuffle, repeat, random_crops)
+    iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_BATCHES))
+    if config.data.worker_count > 0:
+        _mark_absl_flags_parsed()
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_count))
+    return iter_ds
+
+
+def global_batch_shapes(reader: ShardReader, config: Config, split: str = "train",
+                        process_count: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The (shape, dtype) of each array of a global batch of `split`, read from one local batch (no workers, no
+    iterator): what a step can be compiled for before the input pipeline starts."""
+    local = _batches(reader, config, split, None, 0, process_count, False, False, False)[0]
+    return {key: ((value.shape[0] * process_count, *value.shape[1:]), value.dtype) for key, value in local.items()}
+
+
+def _batches(reader: ShardReader, config: Config, split: str, seed: int | None, process_index: int,
+             process_count: int, shuffle: bool, repeat: bool, random_crops: bool | None) -> grain.MapDataset:
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     check_shards(reader, config)
@@ -222,12 +240,7 @@ def make_dataset(reader: ShardReader, config: Config, *, split: str = "train", s
         if len(ds) == 0:
             raise ShardError(f"{reader.directory}: split {split!r} has fewer usable utterances than one global "
                              f"batch ({config.train.batch_size})")
-    ds = ds[process_index::process_count]  # local batch k·P + p is host p's share of global step k
-    iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_BATCHES))
-    if config.data.worker_count > 0:
-        _mark_absl_flags_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_count))
-    return iter_ds
+    return ds[process_index::process_count]  # local batch k·P + p is host p's share of global step k
 
 
 def _mark_absl_flags_parsed() -> None:

@@ -183,10 +183,16 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
     graphs, shapes = state_lib.abstract(config)
     shardings = sharding.state_shardings(shapes, mesh, config.mesh)
     batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(config.mesh))
+    start = checkpointer.latest_step()
+    # The first step's program is loaded or compiled from shapes alone, in the background, while the state is
+    # restored or initialised and the input pipeline starts (the second program on its first use).
+    programs = step_lib.StepPrograms(graphs, config, shardings, batch_sharding, shapes,
+                                     pipeline.global_batch_shapes(reader, config, "train", jax.process_count()))
+    if (start or 0) < tc.num_steps:
+        programs.prepare(step_lib.adversarial_at(config, start or 0))
     dataset = pipeline.make_dataset(reader, config, split="train", process_index=jax.process_index(),
                                     process_count=jax.process_count())
     iterator = pipeline.make_iterator(dataset)
-    start = checkpointer.latest_step()
     if start is not None:
         changed = check_resumable(checkpointer.saved_config(start) or {}, config)
         if changed:
@@ -198,9 +204,6 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         start = 0
         _, state, _ = state_lib.create(config, mesh)
         atomic.write_json(workdir / "config.json", config_lib.to_dict(config))
-    # Two programs, each compiled on its first use: a run resumed after the warm-up never compiles the first.
-    step_fns = {adversarial: step_lib.jit_step(graphs, config, shardings, batch_sharding, adversarial)
-                for adversarial in (False, True)}
     eval_fn = jax.jit(lambda s, b: _eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
     logs = _Logs(workdir, start, log)
     seconds_per_batch = tc.batch_size * config.data.segment_seconds
@@ -213,7 +216,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             # Imported weights (jaxcodec import) arrive with their codebooks: k-means would overwrite them.
             if step == 0 and config.rvq.kmeans_init and not _codebooks_initialized(state):
                 state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
-            state, metrics = step_fns[step_lib.adversarial_at(config, step)](state, batch)
+            state, metrics = programs[step_lib.adversarial_at(config, step)](state, batch)
             if step == start:  # start-up: restore or initialisation, compilation (or the cache), the first step
                 jax.block_until_ready(metrics)
                 startup = time.perf_counter() - (started if entered is None else entered)

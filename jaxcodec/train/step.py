@@ -21,6 +21,10 @@ Order within a step (one generator forward):
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import json
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -28,7 +32,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxcodec import losses
+from jaxcodec import compile_cache, losses
+from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.train import state as state_lib
 from jaxcodec.train.state import Graphs
@@ -240,6 +245,50 @@ def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding, ad
     return jax.jit(lambda state, batch: train_step(graphs, config, state, batch, adversarial),
                    in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
                    donate_argnums=0)
+
+
+class StepPrograms:
+    """The compiled steps (generator-only and GAN), each built once, in a background thread, from the
+    compiled-step cache when it has them (`compile_cache.load_or_compile`). `prepare(adversarial)` starts building
+    one, so a starting run loads or compiles its first step while it restores the checkpoint or initialises the
+    state and starts the input pipeline; `programs[adversarial]` waits for it. Compiled from shapes alone:
+    `state_shapes` (jax.eval_shape of the state) and `batch_shapes` ({key: (global shape, dtype)})."""
+
+    def __init__(self, graphs: Graphs, config: Config, state_shardings, batch_sharding, state_shapes,
+                 batch_shapes: dict):
+        self._jit = functools.partial(jit_step, graphs, config, state_shardings, batch_sharding)
+        self._abstract_state = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh, weak_type=s.weak_type),
+            state_shapes, state_shardings)
+        self._abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                                for key, (shape, dtype) in batch_shapes.items()}
+        self._config = config_lib.to_dict(config)
+        self._programs: dict[bool, concurrent.futures.Future] = {}
+
+    def prepare(self, adversarial: bool) -> None:
+        if adversarial in self._programs:
+            return
+        future = self._programs[adversarial] = concurrent.futures.Future()
+
+        def build():
+            try:
+                future.set_result(self._build(adversarial))
+            except BaseException as err:  # handed to the caller by result()
+                future.set_exception(err)
+
+        # A daemon thread: a run that fails while its step compiles exits without waiting for the compiler.
+        threading.Thread(target=build, name=f"jaxcodec-compile-{adversarial}", daemon=True).start()
+
+    def __getitem__(self, adversarial: bool):
+        self.prepare(adversarial)
+        return self._programs[adversarial].result()
+
+    def _build(self, adversarial: bool):
+        leaves, tree = jax.tree.flatten((self._abstract_state, self._abstract_batch))
+        description = "\n".join([f"train_step adversarial={adversarial}", json.dumps(self._config, sort_keys=True),
+                                  str(tree), *map(repr, leaves)])
+        return compile_cache.load_or_compile(self._jit(adversarial), self._abstract_state, self._abstract_batch,
+                                             description=description)
 
 
 def jit_init_codebooks(graphs: Graphs, config: Config, state_shardings, batch_sharding):

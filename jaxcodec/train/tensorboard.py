@@ -8,10 +8,10 @@ so TensorBoard drops the previous run's points from that step on instead of draw
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 
 SPECTROGRAM_N_FFT = 512  # 32 ms at 16 kHz: the usual speech spectrogram resolution
 SPECTROGRAM_HOP = 128  # 8 ms
@@ -37,6 +37,7 @@ def scalar_items(row: dict) -> list[tuple[str, float]]:
 def spectrogram_image(wavs: list[np.ndarray], sample_rate: int) -> np.ndarray:
     """Log-magnitude spectrograms of `wavs` stacked top to bottom (low frequencies down), as an RGB uint8
     [H, W, 3] image coloured with matplotlib's magma, on a shared dB scale so they can be compared."""
+    import scipy.signal  # here, not at the top: 0.6 s of every run's start-up, for validation images only
     from matplotlib import colormaps
 
     specs = []
@@ -58,15 +59,30 @@ def spectrogram_image(wavs: list[np.ndarray], sample_rate: int) -> np.ndarray:
     return (np.concatenate(rows) * 255).round().astype(np.uint8)
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch. tensorboardX imports torch whenever it is installed
+    (to accept torch tensors, which jaxcodec never passes): 2 s of a resumed run's ~10 s start-up, and
+    jaxcodec/ does not import torch. In a process that already has torch nothing changes."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tensorboardX's numpy-only fallback
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoard:
     """A no-op unless `enabled` (process 0): the loop calls it the same way on every process."""
 
     def __init__(self, logdir: Path, start_step: int, enabled: bool = True):
         self.writer = None
         if enabled:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(logdir), purge_step=start_step or None, flush_secs=30)
+            self.writer = _summary_writer_class()(str(logdir), purge_step=start_step or None, flush_secs=30)
 
     def scalars(self, step: int, row: dict) -> None:
         if self.writer is not None:

@@ -173,6 +173,15 @@ def test_batches_have_static_shapes_and_dtypes(reader):
         assert np.all(np.abs(batch["wav"]) < 1)
 
 
+def test_global_batch_shapes_are_those_of_the_batches(reader):
+    """What the training loop compiles its step for before the pipeline starts: every global batch's arrays."""
+    config = make_config(batch_size=4)
+    for process_count in (1, 2):
+        local = take(pipeline.make_dataset(reader, config, process_count=process_count), 1)[0]
+        assert pipeline.global_batch_shapes(reader, config, "train", process_count) == {
+            key: ((4, *value.shape[1:]), value.dtype) for key, value in local.items()}
+
+
 def test_frame_mode_batches_carry_frame_level_ecapa(tmp_path):
     reader = write_set(tmp_path / "frames", ecapa_frames_dim=ECAPA_DIM)
     frame_cfg = dataclasses.replace(make_config(), model=dataclasses.replace(make_config().model,
