@@ -141,36 +141,61 @@ def executable_key(description: str) -> str:
 
 
 def load_or_compile(jitted, *abstract_args, description: str, folder: str | Path | None = None):
-    """`jitted.lower(*abstract_args).compile()`, or the same executable loaded from the cache without tracing.
+    """`jitted.lower(*abstract_args).compile()`, or the same executable loaded from the cache without tracing:
+    `load`, else `compile_and_store`."""
+    program = load(description, folder)
+    return program if program is not None else compile_and_store(jitted, *abstract_args, description=description,
+                                                                 folder=folder)
 
-    Uses `<folder or JAX's cache folder>/executables/`, so by default it is on exactly when the persistent cache is
-    (`enable`), and only in single-process runs (a multi-host program's executable is built jointly by the
-    processes). Any failure to load or store is a warning and a normal compile: the cache can only save time.
-    One gap: a program JAX loads from its own cache is not stored (see `_JaxCacheHits`), so after a change of key
-    that leaves the program as it was (an edit elsewhere in jaxcodec, an upgrade) runs start as fast as JAX's
-    cache makes them until the program itself changes."""
+
+def _entry(description: str, folder: str | Path | None) -> Path | None:
+    """The cache file of `description`, or None when the cache is off: it lives in `<folder or JAX's cache
+    folder>/executables/`, so by default it is on exactly when the persistent cache is (`enable`), and only in
+    single-process runs (a multi-host program's executable is built jointly by the processes)."""
+    import jax
+
+    folder = folder or jax.config.jax_compilation_cache_dir
+    if not folder or jax.process_count() > 1:
+        return None
+    return Path(folder) / EXECUTABLES / f"{executable_key(description)}.pkl"
+
+
+def load(description: str, folder: str | Path | None = None):
+    """The executable stored for `description` (a `jax.stages.Compiled`), or None. A damaged or foreign entry is
+    a warning and None: the cache can only save time."""
     import pickle
 
     import jax
     from jax.experimental import serialize_executable
 
-    folder = folder or jax.config.jax_compilation_cache_dir
-    if not folder or jax.process_count() > 1:
-        return jitted.lower(*abstract_args).compile()
-    path = Path(folder) / EXECUTABLES / f"{executable_key(description)}.pkl"
-    if path.exists():
-        try:
-            payload, in_tree, out_tree, device_ids = pickle.loads(path.read_bytes())
-            by_id = {device.id: device for device in jax.devices()}
-            return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
-                                                             execution_devices=[by_id[i] for i in device_ids])
-        except Exception as err:  # a truncated or foreign file: compile instead  # noqa: BLE001
-            warnings.warn(f"compiled-step cache entry {path} unusable ({type(err).__name__}: {err}); compiling",
-                          stacklevel=2)
+    path = _entry(description, folder)
+    if path is None or not path.exists():
+        return None
+    try:
+        payload, in_tree, out_tree, device_ids = pickle.loads(path.read_bytes())
+        by_id = {device.id: device for device in jax.devices()}
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
+                                                         execution_devices=[by_id[i] for i in device_ids])
+    except Exception as err:  # a truncated or foreign file: compile instead  # noqa: BLE001
+        warnings.warn(f"compiled-step cache entry {path} unusable ({type(err).__name__}: {err}); compiling",
+                      stacklevel=2)
+        return None
+
+
+def compile_and_store(jitted, *abstract_args, description: str, folder: str | Path | None = None):
+    """`jitted.lower(*abstract_args).compile()`, stored under `description` when the cache is on. One gap: a
+    program JAX loads from its own cache is not stored (see `_JaxCacheHits`), so after a change of key that leaves
+    the program as it was (an edit elsewhere in jaxcodec, an upgrade) runs start as fast as JAX's cache makes them
+    until the program itself changes. A failure to store is a warning."""
+    import pickle
+
+    from jax.experimental import serialize_executable
+
+    path = _entry(description, folder)
     _JAX_CACHE_HITS.start()
     hits_before = _JAX_CACHE_HITS.count
     compiled = jitted.lower(*abstract_args).compile()
-    if _JAX_CACHE_HITS.count != hits_before:  # loaded from JAX's cache (or another thread's program was): not stored
+    if path is None or _JAX_CACHE_HITS.count != hits_before:  # loaded from JAX's cache (or another thread's was)
         return compiled
     try:
         # The devices it runs on, in the program's order (the loader's default would be all of the backend's).

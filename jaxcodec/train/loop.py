@@ -180,16 +180,17 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
 def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer: Checkpointer, has_valid: bool,
          log, deadline: float | None = None, entered: float | None = None) -> dict:
     tc = config.train
-    graphs, shapes = state_lib.abstract(config)
-    shardings = sharding.state_shardings(shapes, mesh, config.mesh)
     batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(config.mesh))
     start = checkpointer.latest_step()
-    # The first step's program is loaded or compiled from shapes alone, in the background, while the state is
-    # restored or initialised and the input pipeline starts (the second program on its first use).
-    programs = step_lib.StepPrograms(graphs, config, shardings, batch_sharding, shapes,
+    # The first step's program is loaded (or compiled) in the background from the start, while the state is built,
+    # restored or initialised and the input pipeline starts; the second program is built on its first use.
+    programs = step_lib.StepPrograms(config, mesh, batch_sharding,
                                      pipeline.global_batch_shapes(reader, config, "train", jax.process_count()))
     if (start or 0) < tc.num_steps:
         programs.prepare(step_lib.adversarial_at(config, start or 0))
+    graphs, shapes = state_lib.abstract(config)
+    shardings = sharding.state_shardings(shapes, mesh, config.mesh)
+    programs.provide(graphs, shardings, shapes)
     dataset = pipeline.make_dataset(reader, config, split="train", process_index=jax.process_index(),
                                     process_count=jax.process_count())
     iterator = pipeline.make_iterator(dataset)

@@ -22,7 +22,6 @@ Order within a step (one generator forward):
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import threading
 from typing import Any, NamedTuple
@@ -248,22 +247,30 @@ def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding, ad
 
 
 class StepPrograms:
-    """The compiled steps (generator-only and GAN), each built once, in a background thread, from the
-    compiled-step cache when it has them (`compile_cache.load_or_compile`). `prepare(adversarial)` starts building
-    one, so a starting run loads or compiles its first step while it restores the checkpoint or initialises the
-    state and starts the input pipeline; `programs[adversarial]` waits for it. Compiled from shapes alone:
-    `state_shapes` (jax.eval_shape of the state) and `batch_shapes` ({key: (global shape, dtype)})."""
+    """The compiled steps (generator-only and GAN), each built once, in a background thread: loaded from the
+    compiled-step cache (`jaxcodec.compile_cache`) when it has them, else compiled from shapes alone.
+    `prepare(adversarial)` starts building one, so a starting run loads or compiles its first step while it
+    builds its abstract state, restores the checkpoint (or initialises) and starts the input pipeline;
+    `programs[adversarial]` waits for it.
 
-    def __init__(self, graphs: Graphs, config: Config, state_shardings, batch_sharding, state_shapes,
-                 batch_shapes: dict):
-        self._jit = functools.partial(jit_step, graphs, config, state_shardings, batch_sharding)
-        self._abstract_state = jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh, weak_type=s.weak_type),
-            state_shapes, state_shardings)
+    The cache key needs only what decides the program besides jaxcodec's source: the config, the mesh and the
+    batch's shapes (`batch_shapes`: {key: (global shape, dtype)}). Compiling also needs the state's shapes and
+    shardings, which the loop hands over with `provide` once it has them."""
+
+    def __init__(self, config: Config, mesh: jax.sharding.Mesh, batch_sharding, batch_shapes: dict):
+        self._config, self._batch_sharding = config, batch_sharding
         self._abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-                                for key, (shape, dtype) in batch_shapes.items()}
-        self._config = config_lib.to_dict(config)
+                                for key, (shape, dtype) in sorted(batch_shapes.items())}
+        batch = sorted((key, shape, str(dtype)) for key, (shape, dtype) in batch_shapes.items())
+        self._key = "\n".join([json.dumps(config_lib.to_dict(config), sort_keys=True),
+                               f"mesh {dict(mesh.shape)} devices {[d.id for d in mesh.devices.flat]}",
+                               f"batch {batch_sharding.spec} {batch}"])
+        self._state: concurrent.futures.Future = concurrent.futures.Future()  # (graphs, shardings, shapes)
         self._programs: dict[bool, concurrent.futures.Future] = {}
+
+    def provide(self, graphs: Graphs, state_shardings, state_shapes) -> None:
+        """The state's graphs, shardings and shapes (jax.eval_shape): what a compile needs and a load does not."""
+        self._state.set_result((graphs, state_shardings, state_shapes))
 
     def prepare(self, adversarial: bool) -> None:
         if adversarial in self._programs:
@@ -284,11 +291,16 @@ class StepPrograms:
         return self._programs[adversarial].result()
 
     def _build(self, adversarial: bool):
-        leaves, tree = jax.tree.flatten((self._abstract_state, self._abstract_batch))
-        description = "\n".join([f"train_step adversarial={adversarial}", json.dumps(self._config, sort_keys=True),
-                                  str(tree), *map(repr, leaves)])
-        return compile_cache.load_or_compile(self._jit(adversarial), self._abstract_state, self._abstract_batch,
-                                             description=description)
+        description = f"train_step adversarial={adversarial}\n{self._key}"
+        program = compile_cache.load(description)
+        if program is not None:
+            return program
+        graphs, state_shardings, state_shapes = self._state.result()
+        abstract_state = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh, weak_type=s.weak_type),
+            state_shapes, state_shardings)
+        jitted = jit_step(graphs, self._config, state_shardings, self._batch_sharding, adversarial)
+        return compile_cache.compile_and_store(jitted, abstract_state, self._abstract_batch, description=description)
 
 
 def jit_init_codebooks(graphs: Graphs, config: Config, state_shardings, batch_sharding):
