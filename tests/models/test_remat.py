@@ -49,9 +49,8 @@ def test_rematerialised_codec_and_discriminators_have_the_same_gradients(policy)
 
 def test_rematerialised_gradient_recomputes_the_blocks():
     """The lowered gradient of the rematerialised encoder-decoder runs its blocks' convolutions again in the backward
-    pass (behind optimization barriers). That is all this CPU shows: XLA:CPU drops the barriers and merges the
-    recomputation back into the forward (its compiled program and temporaries are those of `none`, measured in
-    bench/NOTES.md), so the memory saving belongs to GPU and TPU backends."""
+    pass (behind optimization barriers). Whether that saves memory is the backend's business: on XLA:CPU the compiled
+    step recomputes but holds as much memory as `none` or more (scripts/memory_remat.py, bench/NOTES.md)."""
     wav = jax.ShapeDtypeStruct((2, 5120), jnp.float32)
 
     def lowered(remat):
