@@ -77,8 +77,8 @@ def enable(folder: str | Path | None = None) -> Path | None:
 # ~5 s of Python on every start, more than loading the compiled code. For the one program whose start-up matters
 # most, the training step, jaxcodec also keeps the loaded executable itself (jax.experimental.serialize_executable),
 # keyed by everything that decides the program: jaxcodec's source, the libraries' versions, JAX's settings, XLA's
-# flags, the machine, the devices, and the caller's description (config, argument shapes, shardings). A changed
-# source file or setting is a different key, never a stale program.
+# flags, the machine, the devices, and the caller's description (for the train step: config, mesh, batch shapes).
+# A changed source file or setting is a different key, never a stale program.
 EXECUTABLES = "executables"
 _KEY_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy")
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -87,7 +87,7 @@ _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 class _JaxCacheHits:
     """JAX's persistent-cache hits in this process, counted from the first `start()`. An executable JAX loaded
     from its own cache cannot be serialised again on XLA:CPU (the copy fails when it runs: "Function wrapped_slice
-    not found"), so `load_or_compile` stores only programs compiled while this count did not move."""
+    not found"), so `compile_and_store` stores only programs compiled while this count did not move."""
 
     def __init__(self):
         self.count = 0
