@@ -14,6 +14,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set rvq.n_q=4 (repeatable)")
 
 
+def _positive_minutes(text: str) -> float:
+    minutes = float(text)
+    if not minutes > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return minutes
+
+
 def count(tree) -> int:
     """Number of values in a pytree of arrays or abstract arrays (e.g. `nnx.state(module, nnx.Param)`)."""
     import jax
@@ -180,8 +187,10 @@ def cmd_shards_info(args: argparse.Namespace) -> int:
     for name in ("hubert", "ecapa"):
         teacher = prov.get(name) or {}
         extra = f", layer {teacher['layer']}" if "layer" in teacher else ""
-        print(f"  {name}: {teacher.get('model')} (dim {teacher.get('dim')}{extra}, "
-              f"weights sha256 {str(teacher.get('weights_sha256'))[:12]}…)")
+        label = teacher.get("teacher") or teacher.get("random_init")  # e.g. "phones from PocketSphinx, not HuBERT"
+        weights = f"weights sha256 {str(teacher['weights_sha256'])[:12]}…" if teacher.get("weights_sha256") else ""
+        details = ", ".join(x for x in (f"dim {teacher.get('dim')}{extra}", weights, label) if x)
+        print(f"  {name}: {teacher.get('model')} ({details})")
     for key, spec in index["fields"].items():
         print(f"  field {key}: {spec['dtype']} {spec['shape']}")
     return 0
@@ -214,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="shard directory from `jaxcodec precompute`")
     train.add_argument("--workdir", required=True,
                        help="run directory (checkpoints, metrics.jsonl, samples); resumed when it holds a checkpoint")
+    train.add_argument("--minutes", type=_positive_minutes, default=None,
+                       help="stop cleanly after this many minutes, at a validated checkpoint; the same command "
+                            "continues the run (a multi-hour CPU run in several sittings)")
     train.set_defaults(func=cmd_train)
 
     from jaxcodec import demo

@@ -129,6 +129,8 @@ class TrainConfig:
     num_steps: int = 300_000  # optimizer steps.
     checkpoint_every: int = 5_000  # steps between checkpoints.
     eval_every: int = 5_000  # steps between validation passes (0: no validation).
+    # Also validate the untrained model before step 0 (a fresh run only): every curve starts from its baseline.
+    validate_at_start: bool = False
     log_every: int = 100  # steps between metric logs.
     seed: int = 0  # parameter-init and training RNG seed.
     disc_warmup_steps: int = 0  # steps before the discriminator and adversarial losses switch on.

@@ -4,9 +4,11 @@ Stages, each through the code path of its stand-alone command:
   1. manifest    `jaxcodec manifest` on jaxcodec/data/corpus (14 TTS speakers; 3 test speakers unseen in training)
   2. teachers    `jaxcodec precompute`, in a subprocess (the only stage that runs PyTorch). With the model hub
                  reachable, or --hubert/--ecapa naming local directories, the real HuBERT and ECAPA-TDNN; offline,
-                 a HuBERT-base with seeded random weights (labelled NOT pretrained everywhere) and resemblyzer's
-                 pretrained speaker encoder, which ships in its PyPI package.
-  3. training    `jaxcodec train` with configs/tiny.yaml, stopped by the time budget if it runs out first
+                 phone posteriorgrams from PocketSphinx (forced alignment to the transcripts; labelled "phones
+                 from PocketSphinx, not HuBERT" everywhere) and resemblyzer's pretrained speaker encoder; both
+                 models ship in their PyPI packages.
+  3. training    `jaxcodec train` with configs/cpu.yaml (the tiny codec and the CPU recipe of bench/learning.md),
+                 for the share of the time budget the other stages leave
   4. evaluation  PESQ-wb, STOI, mel distance and SI-SDR on the unseen test speakers, for the trained model and
                  for the untrained one (the baseline row)
   5. tokens      every test utterance tokenized (DIR/tokens/*.npy), with token statistics
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,10 +36,18 @@ from jaxcodec.data import manifest as manifest_lib
 
 PACKAGE = Path(__file__).resolve().parent
 CORPUS = PACKAGE / "data" / "corpus"
-TINY_CONFIG = PACKAGE.parent / "configs" / "tiny.yaml"
+CPU_CONFIG = PACKAGE.parent / "configs" / "cpu.yaml"
 DEFAULT_MINUTES = 15.0
-EVAL_RESERVE_SECONDS = 150.0  # kept back from training for evaluation, tokenization and the report
-DEMO_STEPS = 600  # the cosine schedule's length; the time budget usually stops training before it
+# The budget's shares, measured on this project's 2-core machine (bench/learning.md): the teachers take ~1 min on
+# the bundled corpus (nothing on a rerun), evaluation of two models on the 30 test clips, tokens and the report
+# ~1 min (kept back generously: a slower machine must not overrun), and training is given what is left, but
+# never less than MIN_TRAINING_SECONDS (a shorter run shows nothing).
+TEACHERS_ESTIMATE_SECONDS = 90.0
+EVAL_RESERVE_SECONDS = 120.0
+MIN_TRAINING_SECONDS = 120.0
+# Training steps per second of budget, measured with configs/cpu.yaml on that machine (validation included): the
+# cosine schedule's length is the budget's training share times this, so the learning rate decays within it.
+DEMO_STEPS_PER_SECOND = 4.0
 REPORT_CLIPS = 3  # test reconstructions written as WAV and linked from the report
 
 
@@ -72,11 +83,12 @@ def make_manifest(corpus: Path, out: Path) -> list[dict]:
 def choose_teachers(hubert: str | None, ecapa: str | None, offline: bool) -> dict:
     """Real teachers when given or reachable; otherwise the labelled offline stand-ins."""
     if hubert is None and ecapa is None and offline:
-        return {"hubert": "random:base:0", "acoustic": "resemblyzer", "ecapa": None,
+        return {"content": "phones", "hubert": None, "acoustic": "resemblyzer", "ecapa": None,
                 "why": "the model hub is not reachable and no --hubert/--ecapa directories were given"}
     if hubert is not None and hubert.startswith("random:") and ecapa is None:
-        return {"hubert": hubert, "acoustic": "resemblyzer", "ecapa": None, "why": "chosen with --hubert"}
-    return {"hubert": hubert or "facebook/hubert-base-ls960", "acoustic": "ecapa",
+        return {"content": "hubert", "hubert": hubert, "acoustic": "resemblyzer", "ecapa": None,
+                "why": "chosen with --hubert"}
+    return {"content": "hubert", "hubert": hubert or "facebook/hubert-base-ls960", "acoustic": "ecapa",
             "ecapa": ecapa or "speechbrain/spkrec-ecapa-voxceleb", "why": "real teachers"}
 
 
@@ -96,8 +108,10 @@ def hub_offline() -> bool:
 def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
     shards = out / "shards"
     command = [sys.executable, "-m", "jaxcodec", "precompute", "--manifest", str(out / "manifest.jsonl"),
-               "--out", str(shards), "--hubert", teachers["hubert"], "--hubert-layer", hubert_layer,
+               "--out", str(shards), "--content-teacher", teachers["content"],
                "--acoustic-teacher", teachers["acoustic"], "--num-shards", "2"]
+    if teachers["hubert"]:
+        command += ["--hubert", teachers["hubert"], "--hubert-layer", hubert_layer]
     if teachers["ecapa"]:
         command += ["--ecapa", teachers["ecapa"]]
     _log("teachers: " + " ".join(command[3:]))
@@ -109,23 +123,46 @@ def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
 
 # --- 3. training -------------------------------------------------------------------------------------------------
 
-def demo_config(provenance: dict, steps: int = DEMO_STEPS, config_path: Path = TINY_CONFIG):
-    """The training config: `config_path` (tiny.yaml) with the teachers' dimensions from the shards."""
+def demo_config(provenance: dict, steps: int, config_path: Path = CPU_CONFIG):
+    """The training config: `config_path` (cpu.yaml) with the teachers' dimensions from the shards and `steps`
+    steps; its validation and checkpoint intervals, capped at the run's length."""
     from jaxcodec import config as config_lib
 
-    every = max(min(100, steps), 1)
+    base = config_lib.load(config_path).train
+    every = max(min(base.eval_every, steps), 1)
     return config_lib.load(config_path, [f"model.semantic_dim={provenance['hubert']['dim']}",
                                          f"model.acoustic_dim={provenance['ecapa']['dim']}",
                                          f"data.hubert_layer={provenance['hubert']['layer']}",
                                          f"train.num_steps={steps}", f"train.eval_every={every}",
-                                         f"train.checkpoint_every={every}", "train.log_every=10"])
+                                         f"train.checkpoint_every={max(min(base.checkpoint_every, steps), 1)}"])
+
+
+def budget_check(minutes: float, teachers_done: bool) -> None:
+    """Refuses, before any stage runs, a budget that cannot hold every stage's share."""
+    needed = (0.0 if teachers_done else TEACHERS_ESTIMATE_SECONDS) + MIN_TRAINING_SECONDS + EVAL_RESERVE_SECONDS
+    if not minutes * 60 >= needed:
+        raise DemoError(f"--minutes {minutes:g} is too small: the teachers (~{TEACHERS_ESTIMATE_SECONDS / 60:.1f} min"
+                        f"{', done' if teachers_done else ''}), at least {MIN_TRAINING_SECONDS / 60:.0f} min of "
+                        f"training and the evaluation (~{EVAL_RESERVE_SECONDS / 60:.0f} min) need "
+                        f"--minutes {math.ceil(needed / 60 * 10) / 10:g} or more")
+
+
+def training_seconds(minutes: float, elapsed: float) -> float:
+    """Training's share: what the budget leaves after the stages so far and the evaluation reserve, at least
+    MIN_TRAINING_SECONDS (then the demo ends late, and says so)."""
+    remaining = minutes * 60 - elapsed - EVAL_RESERVE_SECONDS
+    if remaining < MIN_TRAINING_SECONDS:
+        _log(f"the stages before training took {elapsed / 60:.1f} min; training gets its minimum of "
+             f"{MIN_TRAINING_SECONDS / 60:.0f} min and the demo ends ~{(MIN_TRAINING_SECONDS - remaining) / 60:.1f} "
+             f"min after its budget")
+    return max(remaining, MIN_TRAINING_SECONDS)
 
 
 def train(shards: Path, out: Path, config, budget_seconds: float) -> dict:
     from jaxcodec.train import loop
 
-    _log(f"training configs/tiny.yaml for up to {config.train.num_steps} steps or {budget_seconds / 60:.1f} min")
-    return loop.train(config, shards, out / "workdir", log=_log, time_budget=max(budget_seconds, 30.0))
+    _log(f"training for up to {config.train.num_steps} steps or {budget_seconds / 60:.1f} min")
+    return loop.train(config, shards, out / "workdir", log=_log, time_budget=budget_seconds)
 
 
 # --- 4-5. evaluation and tokens ------------------------------------------------------------------------------------
@@ -202,13 +239,14 @@ def write_report(out: Path, teachers: dict, provenance: dict, summary: dict, tim
 # --- driver ------------------------------------------------------------------------------------------------------
 
 def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, ecapa: str | None = None,
-        corpus: Path = CORPUS, steps: int = DEMO_STEPS, config_path: Path = TINY_CONFIG,
+        corpus: Path = CORPUS, steps: int | None = None, config_path: Path = CPU_CONFIG,
         hubert_layer: str = "9") -> Path:
     started = time.monotonic()
     if not Path(config_path).is_file():
-        # configs/ lives in the repository, beside the package: a wheel install has no tiny.yaml to find.
+        # configs/ lives in the repository, beside the package: a wheel install has no cpu.yaml to find.
         raise DemoError(f"config {config_path} not found; run the demo from a clone of the repository "
                         f"(make demo) or pass --config PATH")
+    budget_check(minutes, teachers_done=(out / "shards" / "index.json").is_file())
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
@@ -220,12 +258,13 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
 
     entries = stage("manifest", make_manifest, corpus, out)
     teachers = choose_teachers(hubert, ecapa, offline=hub_offline() if hubert is None and ecapa is None else False)
-    _log(f"teachers: HuBERT {teachers['hubert']}, acoustic {teachers['acoustic']} ({teachers['why']})")
+    content = f"HuBERT {teachers['hubert']}" if teachers["hubert"] else "phones from PocketSphinx (not HuBERT)"
+    _log(f"teachers: content {content}, acoustic {teachers['acoustic']} ({teachers['why']})")
     shards = stage("teachers", precompute, out, teachers, hubert_layer)
     provenance = json.loads((shards / "index.json").read_text())["provenance"]
-    config = demo_config(provenance, steps, config_path)
-    remaining = minutes * 60 - (time.monotonic() - started) - EVAL_RESERVE_SECONDS
-    train_info = stage("training", train, shards, out, config, remaining)
+    budget = training_seconds(minutes, time.monotonic() - started)
+    config = demo_config(provenance, steps or max(int(budget * DEMO_STEPS_PER_SECOND), 1), config_path)
+    train_info = stage("training", train, shards, out, config, budget)
 
     import jaxcodec
 
@@ -248,16 +287,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help="total time budget; training gets what the other stages leave (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS,
-                        help="training steps at most (the budget may stop earlier) (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps at most, the learning-rate schedule's length (the budget may stop "
+                             f"earlier) (default: {DEMO_STEPS_PER_SECOND:g} per second of training budget)")
     parser.add_argument("--hubert", help="a HuBERT hub id or local directory (default: the hub model if reachable, "
                                          "else a random-weight HuBERT-base stand-in)")
     parser.add_argument("--hubert-layer", default="9", help="HuBERT layer of the semantic targets (paper: 9) "
                                                              "(default: %(default)s)")
     parser.add_argument("--ecapa", help="an ECAPA-TDNN hub id or local directory (default: the hub model if "
                                         "reachable, else resemblyzer's bundled speaker encoder)")
-    parser.add_argument("--config", type=Path, default=TINY_CONFIG,
-                        help="training config; the teachers' dimensions come from the shards (default: tiny.yaml)")
+    parser.add_argument("--config", type=Path, default=CPU_CONFIG,
+                        help="training config; the teachers' dimensions come from the shards (default: cpu.yaml)")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="a corpus in the bundled corpus' layout, with "
                                                                     "speakers.json (default: the bundled one)")
 

@@ -45,8 +45,58 @@ def plot_curves(workdir: Path, path: Path) -> Path:
     return save_png(fig, path)
 
 
+VALID_ROWS = (("valid_mel", "mel loss ↓", "{:.3f}"), ("valid_stoi", "STOI ↑", "{:.3f}"),
+              ("valid_pesq", "PESQ-wb ↑", "{:.3f}"))
+
+
+def validation_rows(workdir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "valid_mel" in r]
+
+
+def plot_validation(valid: list[dict], best_step: int, path: Path) -> Path:
+    """Validation mel loss, STOI and PESQ-wb (valid speakers' crops) over steps; step 0 is the untrained model,
+    the dashed line the evaluated (best) step."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(VALID_ROWS), figsize=(15, 3.6))
+    for ax, (key, label, _) in zip(axes, VALID_ROWS, strict=True):
+        points = [(r["step"], r[key]) for r in valid if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-", markersize=3)
+        ax.axvline(best_step, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"validation {label}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def validation_table(valid: list[dict], best_step: int) -> list[str]:
+    """Untrained (step 0, when validated), best and last step: the learning the demo shows, in three rows."""
+    picks = [("untrained (step 0)", next((r for r in valid if r["step"] == 0), None)),
+             (f"best (step {best_step})", next((r for r in valid if r["step"] == best_step), None)),
+             (f"last (step {valid[-1]['step']})" if valid else "last", valid[-1] if valid else None)]
+    lines = ["| validation | " + " | ".join(label for _, label, _ in VALID_ROWS) + " |",
+             "|---" * (len(VALID_ROWS) + 1) + "|"]
+    for name, row in picks:
+        if row is not None:
+            lines.append(f"| {name} | " + " | ".join(fmt_value(row.get(key), pattern)
+                                                        for key, _, pattern in VALID_ROWS) + " |")
+    return lines
+
+
+def _content_line(hubert: dict) -> str:
+    if hubert.get("teacher"):  # an offline content teacher other than HuBERT, e.g. PocketSphinx phones
+        return (f"- Content: `{hubert.get('model')}` ({hubert.get('dim')}-d) — **{hubert['teacher']}**: "
+                f"{hubert.get('targets', '')}")
+    return (f"- Content: HuBERT `{hubert.get('model')}`, layer {hubert.get('layer')}"
+            + (f" — **{hubert['random_init']}**" if hubert.get("random_init") else " (pretrained)"))
+
+
 def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: dict, train_info: dict) -> Path:
     curves = plot_curves(out / "workdir", out / "curves.png")
+    valid = validation_rows(out / "workdir")
+    validation = plot_validation(valid, summary["trained_step"], out / "validation.png")
     clip = summary["clips"][0]
     wavs = {name: audio.read(out / "samples" / f"{clip}_{suffix}.wav")[0]
             for name, suffix in (("original", "original"), ("reconstruction (trained)", "reconstruction"),
@@ -57,12 +107,11 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
     tokens = summary["tokens"]
     lines = [
         "# jaxcodec demo report", "",
-        f"The tiny codec (configs/tiny.yaml) at step {summary['trained_step']} (its checkpoint with the lowest "
+        f"The tiny codec (configs/cpu.yaml) at step {summary['trained_step']} (its checkpoint with the lowest "
         f"validation mel loss) on the bundled TTS corpus, "
         f"evaluated on {summary['test_utterances']} utterances of test speakers it never saw.", "",
         "## Teachers", "",
-        f"- Semantic: HuBERT `{hubert.get('model')}`, layer {hubert.get('layer')}"
-        + (f" — **{hubert['random_init']}**" if hubert.get("random_init") else " (pretrained)"),
+        _content_line(hubert),
         f"- Acoustic: `{acoustic.get('model')}` ({acoustic.get('dim')}-d)"
         + (" — resemblyzer's pretrained GE2E speaker encoder, shipped in its PyPI package (ECAPA-TDNN stand-in)"
            if acoustic.get("model") == "resemblyzer" else ""),
@@ -76,7 +125,11 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
     lines += [
         "", f"PESQ scored {scores['trained']['scored_pesq']} of {summary['test_utterances']} clips (a clip PESQ "
         "cannot score is left out, not counted as a number). Mel distance: mean |Δ log10 mel|, 80 bands.", "",
-        "## Training", "", f"![training curves]({curves.name})", "",
+        "## Training", "",
+        f"Validation on the valid speakers' crops ({'PESQ-wb and STOI on 8 crops, ' if valid else ''}mel loss on "
+        "all), from the untrained model (step 0) to the end:", "",
+        f"![validation curves]({validation.name})", "", *validation_table(valid, summary["trained_step"]), "",
+        f"![training curves]({curves.name})", "",
         f"Evaluated step: {summary['trained_step']} (best validation mel); training stopped by the time budget: "
         f"{bool(train_info.get('stopped_early'))}. "
         f"Workdir: `{out / 'workdir'}` (`jaxcodec.load` accepts it).", "",

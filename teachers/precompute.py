@@ -42,6 +42,7 @@ FEATURE_DTYPE = np.float16  # storage dtype of teacher features (DESIGN's shard 
 class Options:
     manifest: Path
     out: Path
+    content_teacher: str = "hubert"  # hubert | phones (PocketSphinx phone posteriors; its model ships in its wheel)
     hubert: str = "facebook/hubert-base-ls960"
     hubert_layer: str = "9"
     ecapa: str = "speechbrain/spkrec-ecapa-voxceleb"
@@ -155,10 +156,18 @@ class Teachers:
         half = options.half if options.half is not None else options.device.startswith("cuda")
         dtype = torch.float16 if half else torch.float32
         hubert, self.random_hubert = options.hubert, None
-        if hubert.startswith(RANDOM_PREFIX):  # an offline stand-in: the architecture with seeded random weights
-            hubert, self.random_hubert = _random_hubert(hubert, options.out)
-        self.hubert = HubertTeacher(hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
-                                    max_batch_seconds=options.batch_seconds)
+        # The content teacher fills the shards' `hubert` field; provenance names the model.
+        if options.content_teacher == "phones":
+            from teachers.phones import PhoneTeacher
+
+            self.hubert = PhoneTeacher()
+        elif options.content_teacher == "hubert":
+            if hubert.startswith(RANDOM_PREFIX):  # an offline stand-in: the architecture with seeded random weights
+                hubert, self.random_hubert = _random_hubert(hubert, options.out)
+            self.hubert = HubertTeacher(hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
+                                        max_batch_seconds=options.batch_seconds)
+        else:
+            raise TeacherLoadError(f"unknown content teacher {options.content_teacher!r}: hubert or phones")
         # The acoustic teacher fills the shards' `ecapa` field (what training reads); provenance names the model.
         if options.acoustic_teacher == "resemblyzer":
             from teachers.resemblyzer import ResemblyzerTeacher
@@ -173,6 +182,7 @@ class Teachers:
         else:
             raise TeacherLoadError(f"unknown acoustic teacher {options.acoustic_teacher!r}: ecapa or resemblyzer")
         self.half = half
+        self.content_teacher = options.content_teacher
 
     def provenance(self) -> dict:
         hubert = self.hubert.provenance()
@@ -198,8 +208,9 @@ class Teachers:
             spec["ecapa_frames"] = {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": ["frames", self.ecapa.frame_dim]}
         return spec
 
-    def __call__(self, wavs: list[np.ndarray]) -> list[dict]:
-        hubert = self.hubert(wavs)
+    def __call__(self, wavs: list[np.ndarray], texts: list[str | None] | None = None) -> list[dict]:
+        texts = texts if texts is not None else [None] * len(wavs)
+        hubert = self.hubert(wavs, texts) if self.content_teacher == "phones" else self.hubert(wavs)
         ecapa = self.ecapa(wavs)
         return [{"hubert": h, **e} for h, e in zip(hubert, ecapa, strict=True)]
 
@@ -265,7 +276,8 @@ def _run_teachers(teachers: Teachers, group: list[Utterance]) -> list[tuple[Utte
     if not group:
         return []
     try:
-        return list(zip(group, teachers([u.wav for u in group]), strict=True))
+        return list(zip(group, teachers([u.wav for u in group], [u.entry.get("text") for u in group]),
+                        strict=True))
     except (RuntimeError, MemoryError, ValueError) as err:
         if len(group) == 1:
             return [(group[0], f"teacher failed: {' '.join(str(err).split())[:300]}")]
@@ -326,6 +338,9 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
                 part = run_shard(teachers, assigned[i], options.out, i, count, options, source, provenance, fields,
                                  progress.update)
                 progress.write(f"{part['file']}: {part['records']} utterances, {len(part['rejects'])} rejected")
+        if teachers.content_teacher == "phones":
+            log(f"phone targets: {teachers.hubert.aligned} utterances aligned to their transcript, "
+                f"{teachers.hubert.decoded} by phone-loop decoding")
     try:
         index = shards.merge_index(options.out)
     except shards.ShardError as err:
@@ -373,6 +388,10 @@ def add_arguments(parser) -> None:
     arg = parser.add_argument
     arg("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
     arg("--out", type=Path, required=True, help="shard directory (created; resumable)")
+    arg("--content-teacher", choices=("hubert", "phones"), default=Options.content_teacher,
+        help="content (linguistic) target: HuBERT (--hubert), or phone posteriorgrams from PocketSphinx, whose "
+             "en-us model ships in its wheel (no hub needed): forced alignment to the manifest's transcript, "
+             "phone-loop decoding without one" + default)
     arg("--hubert", default=Options.hubert,
         help="HuBERT hub id or local save_pretrained directory, or random:base[:SEED] for the architecture with "
              "seeded random weights (an offline stand-in, labelled as such in the shards)" + default)
@@ -411,7 +430,8 @@ def main(args) -> int:
         if args.manifest is None:
             print("jaxcodec precompute: error: --manifest is required (unless --merge-index)", file=sys.stderr)
             return 2
-        options = Options(manifest=args.manifest, out=args.out, hubert=args.hubert, hubert_layer=args.hubert_layer,
+        options = Options(manifest=args.manifest, out=args.out, content_teacher=args.content_teacher,
+                          hubert=args.hubert, hubert_layer=args.hubert_layer,
                           ecapa=args.ecapa, ecapa_frames=args.ecapa_frames, acoustic_teacher=args.acoustic_teacher,
                           device=args.device, half=args.half,
                           num_shards=args.num_shards, shard_index=args.shard_index, splits=tuple(args.splits),

@@ -1,5 +1,6 @@
-"""`jaxcodec demo`, shortened: every stage end to end on a 4-speaker slice of the bundled corpus, with a tiny
-random HuBERT, resemblyzer, the micro training config and a few steps, so CI catches a broken stage."""
+"""`jaxcodec demo`, shortened: every stage end to end on a 4-speaker slice of the bundled corpus, with the offline
+teachers (PocketSphinx phones, resemblyzer), the micro training config and a few steps, so CI catches a broken
+stage."""
 
 import json
 import os
@@ -30,19 +31,22 @@ def test_shortened_demo_runs_every_stage_and_writes_the_report(tmp_path):
     config = tmp_path / "micro.yaml"
     mapping = json.loads(json.dumps(MICRO))
     mapping["train"]["batch_size"] = 4
+    mapping["train"]["validate_at_start"] = True
     config.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "jaxcodec", "demo", "--out", str(out), "--corpus", str(corpus), "--config",
-               str(config), "--hubert", "random:tiny:0", "--hubert-layer", "1", "--steps", "4", "--minutes", "10"]
+               str(config), "--steps", "4", "--minutes", "10"]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user's machine
+    env["HF_HUB_OFFLINE"] = "1"  # the offline teachers, whatever the network
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"open {out / 'report.md'}" in done.stdout
 
     report = (out / "report.md").read_text()
-    assert "random weights (seed 0), NOT pretrained" in report  # the stand-in teacher is labelled
+    assert "phones from PocketSphinx, not HuBERT" in report  # the stand-in teacher is labelled
     assert "resemblyzer" in report
-    for name in ("curves.png", "spectrogram.png"):
+    assert "| untrained (step 0) |" in report and "| best (step " in report  # validation from step 0
+    for name in ("curves.png", "spectrogram.png", "validation.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trained_step"] == 4 and summary["test_utterances"] == 10
@@ -72,3 +76,23 @@ def test_demo_without_its_config_says_where_to_find_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.yaml not found" in err and "--config" in err
     assert not (tmp_path / "demo").exists()  # refused before any stage ran
+
+
+def test_demo_refuses_a_budget_too_small_for_its_stages(tmp_path, capsys):
+    """--minutes 4 cannot hold the teachers, a useful training share and the evaluation: one line that says what
+    is needed, before any stage runs (it used to train for a negative budget and evaluate step 1)."""
+    from jaxcodec import demo
+    from jaxcodec.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--minutes", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--minutes 4 is too small" in err
+    assert f"--minutes {(demo.TEACHERS_ESTIMATE_SECONDS + demo.MIN_TRAINING_SECONDS + demo.EVAL_RESERVE_SECONDS) / 60:g}" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_training_share_never_drops_below_its_minimum():
+    from jaxcodec import demo
+
+    assert demo.training_seconds(15, elapsed=60) == 15 * 60 - 60 - demo.EVAL_RESERVE_SECONDS
+    assert demo.training_seconds(6, elapsed=300) == demo.MIN_TRAINING_SECONDS

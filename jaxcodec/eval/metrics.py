@@ -16,12 +16,18 @@ class MetricUnavailable(RuntimeError):
     """The metric's package is not installed (install the `eval` extra)."""
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def pesq_available() -> bool:
-    try:
-        import pesq  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("pesq")
+
+
+def stoi_available() -> bool:
+    return _importable("pystoi")
 
 
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = PESQ_SAMPLE_RATE) -> float:

@@ -34,7 +34,7 @@ from jaxcodec.train.tensorboard import TensorBoard
 RESUME_FIXED = ("model.", "rvq.n_q", "rvq.codebook_size", "disc.", "loss.balancer", "data.", "train.batch_size",
                 "train.seed")
 SAMPLES_PER_VALIDATION = 2  # validation reconstructions written as WAV files at each validation
-PESQ_CLIPS = 8  # validation crops scored with PESQ (a cheap trend line; `jaxcodec eval` scores whole files)
+PESQ_CLIPS = 8  # validation crops scored with PESQ and STOI (a cheap trend line; `jaxcodec eval` scores whole files)
 BEST_METRIC = "valid_mel"
 
 
@@ -122,13 +122,14 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
                                     process_index=jax.process_index(), process_count=jax.process_count())
     lead = jax.process_index() == 0
     use_pesq = lead and eval_metrics.pesq_available() and config.model.sample_rate == eval_metrics.PESQ_SAMPLE_RATE
-    totals, count, clips, pesq_scores, pesq_skipped = {"mel": 0.0, "l1": 0.0}, 0, 0, [], 0
+    use_stoi = lead and eval_metrics.stoi_available()
+    totals, count, clips, pesq_scores, pesq_skipped, stoi_scores = {"mel": 0.0, "l1": 0.0}, 0, 0, [], 0, []
     for local in dataset:
         out = eval_fn(state, pipeline.global_batch(local, mesh))
         for name in totals:
             totals[name] += float(out[name])
         count += 1
-        if not lead or clips >= max(PESQ_CLIPS if use_pesq else 0, SAMPLES_PER_VALIDATION):
+        if not lead or clips >= max(PESQ_CLIPS if use_pesq or use_stoi else 0, SAMPLES_PER_VALIDATION):
             continue
         recon = pipeline.local_rows(out["recon"])
         for original, reconstruction, mask in zip(local["wav"], recon, local["mask"], strict=True):
@@ -139,6 +140,8 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
                     pesq_scores.append(eval_metrics.pesq_wb(original, reconstruction, config.model.sample_rate))
                 except ValueError:  # too short or no speech found: not a score
                     pesq_skipped += 1
+            if use_stoi and clips < PESQ_CLIPS:  # the same crops as PESQ
+                stoi_scores.append(eval_metrics.stoi(original, reconstruction, config.model.sample_rate))
             if clips < SAMPLES_PER_VALIDATION:
                 folder = workdir / "samples" / f"{step:08d}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -153,6 +156,8 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
         extras["valid_pesq"] = float(np.mean(pesq_scores))
     if pesq_skipped:
         extras["valid_pesq_skipped"] = pesq_skipped
+    if stoi_scores:
+        extras["valid_stoi"] = float(np.mean(stoi_scores))
     return {f"valid_{name}": value / count for name, value in totals.items()}, extras
 
 
@@ -212,6 +217,8 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
     pending = None  # (step, metrics on device): fetched one step later so the host never waits for the device
     started, timed_from = time.perf_counter(), start
     try:
+        if start == 0 and tc.validate_at_start and has_valid and tc.eval_every > 0 and tc.num_steps > 0:
+            _validate_and_log(eval_fn, state, reader, config, mesh, 0, workdir, logs)
         for step in range(start, tc.num_steps):
             batch = pipeline.global_batch(next(iterator), mesh)
             # Imported weights (jaxcodec import) arrive with their codebooks: k-means would overwrite them.
@@ -233,11 +240,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             if validating:  # report this step first, so the log stays in step order
                 last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
                 pending = None
-            scores, extras = (validate(eval_fn, state, reader, config, mesh, done, workdir, logs.board)
-                              if validating else ({}, {}))
-            if scores:
-                logs.write({"step": done, **scores, **extras})
-                logs.log(f"step {done}: " + "  ".join(f"{k} {v:.4f}" for k, v in {**scores, **extras}.items()))
+            scores = _validate_and_log(eval_fn, state, reader, config, mesh, done, workdir, logs) if validating else {}
             if done % tc.checkpoint_every == 0 or last_step:
                 checkpointer.save(done, state, data_iterator=iterator, config=config_lib.to_dict(config),
                                   metrics=scores or None)
@@ -253,6 +256,16 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
     finally:
         logs.close()
     return last
+
+
+def _validate_and_log(eval_fn, state, reader: ShardReader, config: Config, mesh, step: int, workdir: Path,
+                      logs: _Logs) -> dict:
+    """One validation pass, written to metrics.jsonl and the log; returns the scores every process shares."""
+    scores, extras = validate(eval_fn, state, reader, config, mesh, step, workdir, logs.board)
+    if scores:
+        logs.write({"step": step, **scores, **extras})
+        logs.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in {**scores, **extras}.items()))
+    return scores
 
 
 def _agreed(flag: bool) -> bool:
@@ -291,7 +304,8 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
 def main(args) -> int:
     try:
         config = config_lib.load(args.config, args.overrides)
-        train(config, args.data, args.workdir)
+        minutes = getattr(args, "minutes", None)
+        train(config, args.data, args.workdir, time_budget=None if minutes is None else minutes * 60)
         return 0
     except (TrainingError, ShardError, ValueError) as err:
         print(f"jaxcodec train: error: {' '.join(str(err).split())}", file=sys.stderr)

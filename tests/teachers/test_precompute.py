@@ -239,10 +239,10 @@ class FlakyTeachers(precompute.Teachers):
         super().__init__(options)
         self.crash_samples, self.nan_samples = crash_samples, nan_samples
 
-    def __call__(self, wavs):
+    def __call__(self, wavs, texts=None):
         if any(len(w) == self.crash_samples for w in wavs):
             raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
-        out = super().__call__(wavs)
+        out = super().__call__(wavs, texts)
         for w, features in zip(wavs, out, strict=True):
             if len(w) == self.nan_samples:
                 features["hubert"][3] = np.nan

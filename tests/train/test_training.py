@@ -278,6 +278,8 @@ def test_validation_and_tensorboard_logs(straight_run):
         # PESQ on 8 crops when the eval extra is installed; a crop PESQ cannot score is counted, never a number.
         if eval_metrics.pesq_available():
             assert row.get("valid_pesq_skipped", 0) == 8 or 1.0 <= row["valid_pesq"] <= 4.65
+        if eval_metrics.stoi_available():  # STOI on the same crops
+            assert -1.0 <= row["valid_stoi"] <= 1.0
     for step in (6, 12):
         names = sorted(p.name for p in (straight_run / "samples" / f"{step:08d}").iterdir())
         assert names == ["original_0.wav", "original_1.wav", "reconstruction_0.wav", "reconstruction_1.wav"]
