@@ -332,11 +332,14 @@ def _probes(options, entries, codec, codes_by_id, aligner, skipped) -> dict:
         frame_labels.append(None if phones is None else
                             probes.frame_phone_labels(phones, codes_qt.shape[1], 1.0 / codec.frame_rate))
     codebooks = codec.codebooks()
+    labels, speakers = _label_table(kept, options.labels), [str(e["speaker"]) for e in kept]
     result = {"utterances": len(kept), "split": options.probe_split,
-              "utterance": probes.utterance_probes(codes, codebooks, _label_table(kept, options.labels))}
+              "utterance": probes.utterance_probes(codes, codebooks, labels),
+              "utterance_by_speaker": probes.utterance_probes(codes, codebooks, labels, speakers)}
     if aligner is None:
         skipped.setdefault("phone_probe", "needs the ASR (PocketSphinx) for phone alignments")
     else:
         result["aligned_utterances"] = sum(labels is not None for labels in frame_labels)
         result["phone"] = probes.phone_probe(codes, codebooks, frame_labels)
+        result["phone_by_speaker"] = probes.phone_probe(codes, codebooks, frame_labels, speakers=speakers)
     return result

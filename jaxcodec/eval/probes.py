@@ -11,6 +11,10 @@ inputs, a fixed iteration budget) are trained and scored on held-out data:
 - phones: one example per 20 ms frame, labelled by PocketSphinx's forced alignment of the transcript (the phone
   at the frame's centre; silence frames dropped); utterances are dealt alternately to train and test.
 
+Each probe is also scored on held-out speakers (`*_by_speaker`): speakers, not utterances, are dealt alternately
+(within each class, for an utterance label), so the test part holds voices the probe never saw. For phones this
+asks whether the content is coded the same way across voices; the speaker label itself has no such split.
+
 The paper's claim, in probe terms: level 1 predicts phones better than levels 2..n_q, and levels 2..n_q predict
 the speaker better than level 1. Accuracy is reported with the majority-class rate as the chance line.
 """
@@ -65,6 +69,19 @@ def alternate_split(labels: list[str]) -> np.ndarray:
     return train
 
 
+def speaker_split(speakers: list[str], labels: list[str] | None = None) -> np.ndarray:
+    """Boolean train mask that holds out whole speakers: the speakers (of each label, when given) dealt
+    alternately to train and test in order of first appearance."""
+    classes = labels if labels is not None else [""] * len(speakers)
+    order: dict[str, list[str]] = {}
+    for speaker, label in zip(speakers, classes, strict=True):
+        if speaker not in order.setdefault(label, []):
+            order[label].append(speaker)
+    train_speakers = {(label, speaker) for label, group in order.items() for k, speaker in enumerate(group)
+                      if k % 2 == 0}
+    return np.array([(label, speaker) in train_speakers for speaker, label in zip(speakers, classes, strict=True)])
+
+
 def linear_probe(features: np.ndarray, labels: list[str], train: np.ndarray, seed: int = 0) -> dict | None:
     """Train on `train`, score on the rest: accuracy, chance (majority class of the test part), sizes.
     None when there are not two classes in training or nothing to test."""
@@ -84,16 +101,18 @@ def linear_probe(features: np.ndarray, labels: list[str], train: np.ndarray, see
             "classes": int(len(set(labels_arr))), "train": int(train.sum()), "test": int(test.sum())}
 
 
-def utterance_probes(codes: list[np.ndarray], codebooks_qkd: np.ndarray, labels: dict[str, list[str | None]]
-                     ) -> dict[str, dict[str, dict | None]]:
-    """{label name: {level group: probe result}} for utterance-level labels (None entries = unlabelled)."""
+def utterance_probes(codes: list[np.ndarray], codebooks_qkd: np.ndarray, labels: dict[str, list[str | None]],
+                     speakers: list[str] | None = None) -> dict[str, dict[str, dict | None]]:
+    """{label name: {level group: probe result}} for utterance-level labels (None entries = unlabelled). With
+    `speakers`, the test utterances are those of held-out speakers (and the speaker label is left out)."""
     results: dict[str, dict[str, dict | None]] = {}
     for name, values in labels.items():
         keep = [i for i, v in enumerate(values) if v is not None]
-        if len({values[i] for i in keep}) < 2:
+        if len({values[i] for i in keep}) < 2 or (speakers is not None and name == "speaker"):
             continue
         kept_labels = [str(values[i]) for i in keep]
-        train = alternate_split(kept_labels)
+        train = (alternate_split(kept_labels) if speakers is None
+                 else speaker_split([speakers[i] for i in keep], kept_labels))
         results[name] = {}
         for group, levels in level_groups(codebooks_qkd.shape[0]).items():
             features = np.stack([utterance_features(frame_features(codes[i], codebooks_qkd, levels)) for i in keep])
@@ -102,12 +121,17 @@ def utterance_probes(codes: list[np.ndarray], codebooks_qkd: np.ndarray, labels:
 
 
 def phone_probe(codes: list[np.ndarray], codebooks_qkd: np.ndarray, frame_labels: list[list[str] | None],
-                seed: int = 0) -> dict[str, dict | None]:
-    """{level group: probe result} for frame-level phone labels (None for utterances without an alignment)."""
+                seed: int = 0, speakers: list[str] | None = None) -> dict[str, dict | None]:
+    """{level group: probe result} for frame-level phone labels (None for utterances without an alignment). With
+    `speakers` (one per utterance), whole speakers are held out instead of utterances."""
     aligned = [i for i, labels in enumerate(frame_labels) if labels is not None]
     if len(aligned) < 2:
         return {}
-    utterance_train = {i: k % 2 == 0 for k, i in enumerate(aligned)}
+    if speakers is None:
+        utterance_train = {i: k % 2 == 0 for k, i in enumerate(aligned)}
+    else:
+        mask = speaker_split([speakers[i] for i in aligned])
+        utterance_train = {i: bool(m) for i, m in zip(aligned, mask, strict=True)}
     rows = [(i, t) for i in aligned for t, label in enumerate(frame_labels[i]) if label]
     if len(rows) > MAX_PHONE_FRAMES:
         keep = np.random.default_rng(seed).choice(len(rows), MAX_PHONE_FRAMES, replace=False)

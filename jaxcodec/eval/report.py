@@ -138,8 +138,12 @@ def _bitrate_table(result: dict) -> list[str]:
 def _probe_tables(probes: dict) -> list[str]:
     lines = []
     tables = [(f"utterance label `{name}`", groups) for name, groups in probes.get("utterance", {}).items()]
+    tables += [(f"utterance label `{name}`, held-out speakers", groups)
+               for name, groups in probes.get("utterance_by_speaker", {}).items()]
     if probes.get("phone"):
         tables.append(("phone (per 20 ms frame)", probes["phone"]))
+    if probes.get("phone_by_speaker"):
+        tables.append(("phone (per 20 ms frame), held-out speakers", probes["phone_by_speaker"]))
     if not tables:
         return ["No probe had two classes to tell apart."]
     groups = list(tables[0][1])
@@ -225,6 +229,17 @@ def _run_names(directories: list[Path]) -> list[str]:
     return names
 
 
+PROBE_ROWS = ("phone", "phone, held-out speakers", "speaker")
+
+
+def probe_table(result: dict, probe: str) -> dict | None:
+    """{level group: probe result} of one of PROBE_ROWS in a metrics.json's content (None when not run)."""
+    probes = result.get("probes") or {}
+    if probe == "speaker":
+        return probes.get("utterance", {}).get("speaker")
+    return probes.get("phone_by_speaker" if probe.endswith("held-out speakers") else "phone")
+
+
 def compare(directories: list[Path], out: Path | None = None, names: list[str] | None = None) -> str:
     """A markdown table of two or more runs' metrics.json side by side (at each run's full bitrate, plus VC and
     probes), and, with `out`, the table as out/compare.md and the overlaid bitrate curves as
@@ -244,9 +259,8 @@ def compare(directories: list[Path], out: Path | None = None, names: list[str] |
         cells = [fmt_value((r.get("voice_conversion") or {}).get(key), pattern) for r in results.values()]
         if any(c != "—" for c in cells):
             lines.append(f"| VC: {label} | " + " | ".join(cells) + " |")
-    for probe in ("phone", "speaker"):
-        tables = [(r.get("probes") or {}).get("phone") if probe == "phone"
-                  else (r.get("probes") or {}).get("utterance", {}).get("speaker") for r in results.values()]
+    for probe in PROBE_ROWS:
+        tables = [probe_table(r, probe) for r in results.values()]
         groups = list(dict.fromkeys(g for table in tables for g in (table or {})))
         for group in groups:
             cells = [fmt_value((table or {}).get(group) and table[group]["accuracy"], "{:.3f}") for table in tables]

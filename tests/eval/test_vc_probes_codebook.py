@@ -53,6 +53,30 @@ def test_utterance_probe_finds_the_level_that_carries_the_label():
     assert probes.utterance_probes(codes, codebooks, {"constant": ["a"] * 40}) == {}
 
 
+def test_speaker_split_holds_out_whole_speakers_by_hand():
+    speakers = ["a", "b", "a", "c", "b", "d"]
+    assert probes.speaker_split(speakers).tolist() == [True, False, True, True, False, False]  # a, c train
+    # Within each label: M speakers a, c → a trains; F speakers b, d → b trains.
+    labels = ["M", "F", "M", "M", "F", "F"]
+    assert probes.speaker_split(speakers, labels).tolist() == [True, True, True, False, True, False]
+
+
+def test_phone_probe_on_held_out_speakers_tests_only_unseen_speakers():
+    """Level 1 carries the phone (code = phone index) in every voice; level 2 the speaker. Held out by speaker,
+    level 1 still scores 1.0; the test frames are exactly those of the held-out speakers' utterances."""
+    rng = np.random.default_rng(1)
+    codebooks = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    speakers = [str(i % 4) for i in range(16)]
+    phones = ["AA", "IY", "UW", "S"]
+    frame_labels = [[phones[t % 4] for t in range(10)] for _ in speakers]
+    codes = [np.stack([np.arange(10) % 4, np.full(10, int(s))]) for s in speakers]
+    result = probes.phone_probe(codes, codebooks, frame_labels, speakers=speakers)
+    assert result["level 1"]["accuracy"] == 1.0
+    assert result["level 1"]["test"] == 10 * sum(s in ("1", "3") for s in speakers)
+    utterances = probes.utterance_probes(codes, codebooks, {"speaker": speakers}, speakers=speakers)
+    assert utterances == {}  # the speaker label has no held-out-speaker split
+
+
 def test_codebook_health_by_hand():
     usage = CodeUsage(n_q=2, codebook_size=4)
     usage.add(np.array([[0, 1, 2, 3], [0, 0, 0, 1]]))
