@@ -45,9 +45,9 @@ DEFAULT_MINUTES = 15.0
 TEACHERS_ESTIMATE_SECONDS = 90.0
 EVAL_RESERVE_SECONDS = 120.0
 MIN_TRAINING_SECONDS = 120.0
-# Training steps per second of budget, measured with configs/cpu.yaml on that machine (2900 steps in 8.2 min,
-# validation included, bench/learning.md) less a margin: the
-# cosine schedule's length is the budget's training share times this, so the learning rate decays within it.
+# Training steps per second of budget: configs/cpu.yaml made 2900 steps in 8.2 min on that machine, validation
+# included (bench/learning.md), 5.9 a second, less a margin. The cosine schedule's length is the training share
+# times this, so the learning rate has decayed when the budget ends; a slower machine stops on the budget.
 DEMO_STEPS_PER_SECOND = 5.5
 REPORT_CLIPS = 3  # test reconstructions written as WAV and linked from the report
 
