@@ -3,7 +3,7 @@ with `jaxcodec eval`, repeated over seeds, and one comparison report with mean �
 
     .venv/bin/python scripts/ablate.py --data SHARDS --manifest MANIFEST --out DIR [--config configs/cpu.yaml]
         [--steps 300] [--seeds 3] [--minutes-per-run M] [--n-q 1,8] [--labels speakers.json] [--no-vc]
-        [--set key=value ...]
+        [--asr none] [--speaker-encoder none] [--set key=value ...]
 
 Variants (the paper's first three experiments and the full model):
   recon-only   λ_semantic = 0, λ_acoustic = 0   (an EnCodec)
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, help="per-speaker labels for the probes (jaxcodec eval --labels)")
     parser.add_argument("--no-vc", action="store_true", help="skip voice conversion in the evaluations")
     parser.add_argument("--asr", default="pocketsphinx", help="WER recogniser of the evaluations, or none")
+    parser.add_argument("--speaker-encoder", default="resemblyzer",
+                        help="speaker similarity of the evaluations (jaxcodec eval --speaker-encoder), or none")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             if not (eval_dir / "metrics.json").exists():
                 options = evaluate.Options(checkpoint=run_dir / "workdir", manifest=args.manifest, out=eval_dir,
                                            n_q=args.n_q, labels=args.labels, voice_conversion=not args.no_vc,
-                                           asr=None if args.asr == "none" else args.asr)
+                                           asr=None if args.asr == "none" else args.asr,
+                                           speaker_encoder=None if args.speaker_encoder == "none"
+                                           else args.speaker_encoder)
                 report.render(eval_dir, evaluate.evaluate(options))
             results.setdefault(variant, []).append(json.loads((eval_dir / "metrics.json").read_text()))
     table = summary_table(summary_rows(results), args.variants)
