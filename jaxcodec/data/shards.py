@@ -308,6 +308,20 @@ class Requirement:
     ecapa_frames: bool | None = None
 
 
+
+TEACHERS_FILE = "teachers.json"  # a training workdir's copy of its shard set's provenance (for later reports)
+
+
+def describe_teachers(provenance: dict) -> dict[str, str]:
+    """One phrase per teacher from a shard set's provenance, for reports: a stand-in says what it is."""
+    content, acoustic = provenance.get("hubert") or {}, provenance.get("ecapa") or {}
+    if content.get("teacher"):  # an offline content teacher, e.g. "phones from PocketSphinx, not HuBERT"
+        content_text = f"{content.get('model')} ({content['teacher']})"
+    else:
+        content_text = f"HuBERT {content.get('model')}, layer {content.get('layer')}" + (
+            f" ({content['random_init']})" if content.get("random_init") else "")
+    return {"content": content_text, "acoustic": f"{acoustic.get('model')} ({acoustic.get('dim')}-d)"}
+
 class ShardReader:
     """Random access to the records of a shard set by global index (a grain RandomAccessDataSource)."""
 

@@ -195,6 +195,7 @@ def evaluate(options: Options, log=print) -> dict:
             _try(asr_lib.PocketSphinx, skipped, "phone_probe")
         result["probes"] = _probes(options, entries, codec, codes_by_id, aligner, skipped)
     result["speaker_encoder"] = embeddings["model"] if embeddings else None
+    result["teachers"] = _training_teachers(options.checkpoint)
     result["skipped"] = skipped
     result["seconds"] = round(time.monotonic() - started, 1)
     atomic.write_jsonl(options.out / "utterances.jsonl", [{k: v for k, v in r.items() if k != "clip"} for r in rows])
@@ -280,6 +281,20 @@ def _vc_summary(rows, embeddings) -> dict:
         summary["similarity_to_target"] = _mean(speaker.cosine(converted, target))
         summary["similarity_to_source"] = _mean(speaker.cosine(converted, source))
     return summary
+
+
+def _training_teachers(checkpoint: Path) -> dict | None:
+    """The teachers that guided the evaluated run (its workdir's teachers.json), or None when not recorded."""
+    import json
+
+    from jaxcodec.data.shards import TEACHERS_FILE, describe_teachers
+
+    checkpoint = Path(checkpoint)
+    workdir = checkpoint.parent if checkpoint.name == "checkpoints" else checkpoint
+    try:
+        return describe_teachers(json.loads((workdir / TEACHERS_FILE).read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # --- probes --------------------------------------------------------------------------------------------------------

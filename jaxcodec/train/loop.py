@@ -22,7 +22,7 @@ from jaxcodec import atomic, audio, losses
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
-from jaxcodec.data.shards import ShardError, ShardReader
+from jaxcodec.data.shards import TEACHERS_FILE, ShardError, ShardReader
 from jaxcodec.eval import metrics as eval_metrics
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
@@ -210,6 +210,8 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         start = 0
         _, state, _ = state_lib.create(config, mesh)
         atomic.write_json(workdir / "config.json", config_lib.to_dict(config))
+        # Which teachers guided this run, for evaluation reports (the shards may be gone by then).
+        atomic.write_json(workdir / TEACHERS_FILE, reader.provenance)
     eval_fn = jax.jit(lambda s, b: _eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
     logs = _Logs(workdir, start, log)
     seconds_per_batch = tc.batch_size * config.data.segment_seconds

@@ -265,6 +265,12 @@ def test_a_short_run_learns(straight_run):
     assert max(max(row["codebook/used_codes_q"]) for row in last_third) >= 4
 
 
+def test_the_workdir_records_its_teachers(straight_run, shard_dir):
+    """teachers.json: the shard set's provenance, so a later `jaxcodec eval` report names the teachers."""
+    saved = json.loads((straight_run / "teachers.json").read_text())
+    assert saved == json.loads((Path(shard_dir) / "index.json").read_text())["provenance"]
+
+
 def test_validation_and_tensorboard_logs(straight_run):
     """eval_every = 6: validation scores at steps 6 and 12 in metrics.jsonl, WAV samples, and TensorBoard event
     files holding every step's scalars, the validation scores, audio clips and spectrogram images."""
