@@ -172,7 +172,8 @@ def render(out: Path, result: dict) -> Path:
              f"Checkpoint `{result['checkpoint']}` at step {result['step']}, on {result['utterances']} utterances "
              f"({result['audio_seconds']:.1f} s) of split `{result['split']}` of `{result['manifest']}`.", "",
              f"ASR: {result.get('asr_model') or 'none'}; speaker encoder: {result.get('speaker_encoder') or 'none'}.",
-             "", *_teacher_lines(result.get("teachers")), "## Reconstruction at every bitrate", "", *_bitrate_table(result), "",
+             "", *_teacher_lines(result.get("teachers")),
+             "## Reconstruction at every bitrate", "", *_bitrate_table(result), "",
              f"![metrics against bitrate]({curves.name})", "",
              "PESQ-wb (ITU-T P.862.2), STOI, SI-SDR; mel distance: mean |Δ log10 mel|, 80 bands; MCD: 24 "
              "mel-cepstra (α 0.42) from WORLD, DTW-aligned; F0 by Harvest, over frames both voice; WER: the ASR "
