@@ -127,16 +127,16 @@ def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
 # --- 3. training -------------------------------------------------------------------------------------------------
 
 def demo_config(provenance: dict, steps: int, config_path: Path = CPU_CONFIG):
-    """The training config: `config_path` (cpu.yaml) with the teachers' dimensions from the shards and `steps`
-    steps; its validation and checkpoint intervals, capped at the run's length."""
+    """The training config: `config_path` (cpu.yaml) with what the shards imply (teachers' dimensions, the
+    semantic cosine's axis) and `steps` steps; its validation and checkpoint intervals, capped at the run's
+    length."""
     from jaxcodec import config as config_lib
+    from jaxcodec.data.shards import config_overrides
 
     base = config_lib.load(config_path).train
     every = max(min(base.eval_every, steps), 1)
-    return config_lib.load(config_path, [f"model.semantic_dim={provenance['hubert']['dim']}",
-                                         f"model.acoustic_dim={provenance['ecapa']['dim']}",
-                                         f"data.hubert_layer={provenance['hubert']['layer']}",
-                                         f"train.num_steps={steps}", f"train.eval_every={every}",
+    return config_lib.load(config_path, [*config_overrides(provenance), f"train.num_steps={steps}",
+                                         f"train.eval_every={every}",
                                          f"train.checkpoint_every={max(min(base.checkpoint_every, steps), 1)}"])
 
 

@@ -41,12 +41,12 @@ VARIANTS = {
 
 def variant_config(config_path: Path, shards: Path, steps: int, overrides: list[str], variant: str, seed: int = 0):
     from jaxcodec import config as config_lib
+    from jaxcodec.data.shards import config_overrides
 
     provenance = json.loads((shards / "index.json").read_text())["provenance"]
     every = max(min(config_lib.load(config_path).train.eval_every, steps), 1)
     return config_lib.load(config_path, [
-        f"model.semantic_dim={provenance['hubert']['dim']}", f"model.acoustic_dim={provenance['ecapa']['dim']}",
-        f"data.hubert_layer={provenance['hubert']['layer']}", f"train.num_steps={steps}",
+        *config_overrides(provenance), f"train.num_steps={steps}",
         f"train.eval_every={every}", f"train.checkpoint_every={every}", f"train.seed={seed}",
         f"data.shuffle_seed={seed}", *overrides, *VARIANTS[variant]])
 

@@ -312,6 +312,24 @@ class Requirement:
 TEACHERS_FILE = "teachers.json"  # a training workdir's copy of its shard set's provenance (for later reports)
 
 
+# A phone posteriorgram (teachers/phones.py) is a per-frame distribution: it is matched frame by frame (cosine
+# over its 40 dimensions). SpeechTokenizer's default, the cosine over time per dimension, is trivially near 1 for
+# the phones a crop does not contain (their rows are constant), which is most of them: measured in the ablation
+# (bench/learning.md), the level-1 phone probe did not move under it.
+POSTERIORGRAM_LAYER = "phones"
+
+
+def config_overrides(provenance: dict) -> list[str]:
+    """The `--set` overrides a shard set implies: the teachers' dimensions and layer, and for a phone posteriorgram
+    the per-frame semantic cosine."""
+    content, acoustic = provenance["hubert"], provenance["ecapa"]
+    overrides = [f"model.semantic_dim={content['dim']}", f"model.acoustic_dim={acoustic['dim']}",
+                 f"data.hubert_layer={content['layer']}"]
+    if content.get("layer") == POSTERIORGRAM_LAYER:
+        overrides.append("loss.semantic_axis=time")
+    return overrides
+
+
 def describe_teachers(provenance: dict) -> dict[str, str]:
     """One phrase per teacher from a shard set's provenance, for reports: a stand-in says what it is."""
     content, acoustic = provenance.get("hubert") or {}, provenance.get("ecapa") or {}

@@ -120,6 +120,14 @@ def test_precompute_stores_phone_posteriorgrams_with_their_label(tmp_path, capsy
     assert record["hubert"].shape == (codec_frames(len(wav)), len(PHONES))
     np.testing.assert_allclose(record["hubert"].astype(np.float32).sum(axis=1), 1.0, atol=1e-2)  # float16 storage
     assert json.loads((tmp_path / "shards" / "index.json").read_text())["fields"]["hubert"]["shape"][1] == 40
+    # What training must set for these shards: 40 dims, the "phones" layer, and the per-frame cosine.
+    overrides = shards.config_overrides(index["provenance"])
+    assert overrides == ["model.semantic_dim=40", "model.acoustic_dim=256", "data.hubert_layer=phones",
+                         "loss.semantic_axis=time"]
+    from jaxcodec import config as config_lib
+
+    reader.require(shards.Requirement(hubert_layer=config_lib.load("configs/cpu.yaml", overrides).data.hubert_layer,
+                                      hubert_dim=40, ecapa_dim=256))
     assert main(["shards", "info", str(tmp_path / "shards")]) == 0
     assert "phones from PocketSphinx, not HuBERT" in capsys.readouterr().out
 
