@@ -50,6 +50,8 @@ def plot(runs: dict[str, dict], path: Path) -> Path:
                 ax = axes[row][column]
                 ax.plot([p[x_key] for p in points], [p[key] for p in points], "o-", markersize=2, label=name)
                 ax.set_xlabel(x_label)
+                if key == "valid_mel":
+                    ax.set_yscale("log")  # step 0 (untrained) sits 25× above the rest
                 ax.set_title(label)
                 ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

@@ -417,8 +417,12 @@ class ShardReader:
         ]
         for what, wanted, found in checks:
             if wanted is not None and wanted != found:
+                try:  # what the config would need to match these shards
+                    fix = " or train with " + " ".join(f"--set {o}" for o in config_overrides(prov))
+                except (KeyError, TypeError):
+                    fix = ""
                 raise ShardError(f"{self.directory}: {what} is {found!r} in the shards but the config needs "
-                                 f"{wanted!r}; precompute shards with matching settings")
+                                 f"{wanted!r}; precompute shards with matching settings{fix}")
 
     def close(self) -> None:
         for reader in self._readers.values():

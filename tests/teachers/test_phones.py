@@ -128,6 +128,8 @@ def test_precompute_stores_phone_posteriorgrams_with_their_label(tmp_path, capsy
 
     reader.require(shards.Requirement(hubert_layer=config_lib.load("configs/cpu.yaml", overrides).data.hubert_layer,
                                       hubert_dim=40, ecapa_dim=256))
+    with pytest.raises(shards.ShardError, match="or train with --set model.semantic_dim=40 .*semantic_axis=time"):
+        reader.require(shards.Requirement(hubert_layer="9", hubert_dim=768))  # a config made for HuBERT
     assert main(["shards", "info", str(tmp_path / "shards")]) == 0
     assert "phones from PocketSphinx, not HuBERT" in capsys.readouterr().out
 

@@ -265,6 +265,28 @@ def test_a_short_run_learns(straight_run):
     assert max(max(row["codebook/used_codes_q"]) for row in last_third) >= 4
 
 
+def test_minutes_stops_at_a_checkpoint_and_the_same_command_continues(tmp_path, shard_dir, compile_cache,
+                                                                      straight_run):
+    """`--minutes M`: past M minutes the run validates and checkpoints the step it reached and exits 0; the same
+    command (a longer M) continues it to the end, on the straight run's trajectory."""
+    config_path = write_config(tmp_path / "micro.yaml")
+    workdir = tmp_path / "run"
+    env = subprocess_env(compile_cache)
+    first = subprocess.run(train_command(config_path, shard_dir, workdir) + ["--minutes", "0.001"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"time budget spent: stopped at step 1 of {STEPS}" in first.stdout
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [1]
+    again = subprocess.run(train_command(config_path, shard_dir, workdir) + ["--minutes", "60"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from step 1" in again.stdout
+    assert losses_by_step(workdir) == losses_by_step(straight_run)  # every step's loss, bitwise
+    refused = subprocess.run(train_command(config_path, shard_dir, tmp_path / "other") + ["--minutes", "0"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "must be a positive number of minutes" in refused.stderr
+
+
 def test_the_workdir_records_its_teachers(straight_run, shard_dir):
     """teachers.json: the shard set's provenance, so a later `jaxcodec eval` report names the teachers."""
     saved = json.loads((straight_run / "teachers.json").read_text())
