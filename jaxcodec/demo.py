@@ -293,8 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps at most, the learning-rate schedule's length (the budget may stop "
                              f"earlier) (default: {DEMO_STEPS_PER_SECOND:g} per second of training budget)")
-    parser.add_argument("--hubert", help="a HuBERT hub id or local directory (default: the hub model if reachable, "
-                                         "else a random-weight HuBERT-base stand-in)")
+    parser.add_argument("--hubert", help="a HuBERT hub id or local directory, or random:SIZE[:SEED] (default: the hub "
+                                         "model if reachable, else phone posteriorgrams from PocketSphinx)")
     parser.add_argument("--hubert-layer", default="9", help="HuBERT layer of the semantic targets (paper: 9) "
                                                              "(default: %(default)s)")
     parser.add_argument("--ecapa", help="an ECAPA-TDNN hub id or local directory (default: the hub model if "
