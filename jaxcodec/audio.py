@@ -25,6 +25,19 @@ RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality filter: passband to 0.91·N
 SILENCE_PEAK = 10 ** (-80 / 20)  # peak below −80 dBFS (~3 int16 steps): digital silence, nothing to learn from.
 CLIP_LEVEL = 32_767 / 32_768  # |x| at or above the int16 full scale counts as clipped.
 INT16_SCALE = 32_768.0  # int16 ⇄ float in [-1, 1), as soundfile reads PCM_16.
+# A header's rate outside this range is damage, not audio: below 1 kHz no speech band survives (telephone speech is
+# 8 kHz), above 384 kHz no converter records; a 1 Hz header would make a 64 KB file 9 h long and its 16 kHz read
+# half a billion samples.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+# Bytes per stored sample of the uncompressed encodings in the containers that store them as they are (FLAC also
+# reports PCM_16/PCM_24, but compressed): for these the header's frames × channels × this is data the file must
+# hold, so a header claiming more is refused before anything is allocated from it.
+UNCOMPRESSED_CONTAINERS = ("WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF")
+PCM_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                        "FLOAT": 4, "DOUBLE": 8}
+# read() allocates its output from the header's length up to this many samples (10 min at 16 kHz, 38 MB) and
+# grows it as data actually decodes beyond that: a compressed file's header cannot make us allocate more.
+MAX_PREALLOCATED_SAMPLES = 10 * 60 * SAMPLE_RATE
 EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 
 
@@ -65,8 +78,17 @@ def info(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(f"not readable as audio: {_one_line(err)}") from None
     if header.frames <= 0:
         raise AudioError("no audio samples in the file")
+    if not MIN_SAMPLE_RATE <= header.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"header says {header.samplerate} Hz, outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: "
+                         f"damaged header")
     if header.format in ("WAV", "WAVEX", "RF64"):
         _check_wav_data_size(path)
+    bytes_per_sample = PCM_BYTES_PER_SAMPLE.get(header.subtype)
+    if header.format in UNCOMPRESSED_CONTAINERS and bytes_per_sample is not None:
+        implied = header.frames * header.channels * bytes_per_sample
+        if implied > path.stat().st_size:
+            raise AudioError(f"header declares {header.frames} frames × {header.channels} channels "
+                             f"({implied} bytes of {header.subtype}), file holds {path.stat().st_size} bytes")
     return AudioInfo(header.frames, header.samplerate, header.channels, header.format, header.subtype)
 
 
@@ -117,7 +139,8 @@ def read(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> tuple[np.nd
         resampler = soxr.ResampleStream(header.sample_rate, sample_rate, 1, dtype="float32",
                                         quality=RESAMPLE_QUALITY)
     expected = int(np.ceil(header.frames * sample_rate / header.sample_rate))
-    out = np.empty(expected + 16, dtype=np.float32)  # soxr may return a few samples more than the ratio says
+    # soxr may return a few samples more than the ratio says; _append grows the array past what the header said.
+    out = np.empty(min(expected, MAX_PREALLOCATED_SAMPLES) + 16, dtype=np.float32)
     filled = 0
     read_frames = 0
     try:
@@ -158,14 +181,19 @@ def levels(wav: np.ndarray) -> Levels:
     return Levels(peak, rms_db, clipped)
 
 
+def check_finite(wav: np.ndarray) -> None:
+    """AudioError when any sample is NaN or Inf (float files can hold them; no model should see them)."""
+    if not np.all(np.isfinite(wav)):
+        bad = int(np.count_nonzero(~np.isfinite(wav)))
+        raise AudioError(f"{bad} NaN/Inf samples")
+
+
 def check(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, min_seconds: float = 0.0,
           max_seconds: float | None = None) -> Levels:
     """Rejects (AudioError) NaN/Inf samples, digital silence and clips outside [min_seconds, max_seconds];
     returns the levels of what passes."""
     seconds = len(wav) / sample_rate
-    if not np.all(np.isfinite(wav)):
-        bad = int(np.count_nonzero(~np.isfinite(wav)))
-        raise AudioError(f"{bad} NaN/Inf samples")
+    check_finite(wav)
     if seconds < min_seconds:
         raise AudioError(f"too short: {seconds:.3f} s < {min_seconds:g} s")
     if max_seconds is not None and seconds > max_seconds:

@@ -185,7 +185,7 @@ def cmd_shards_info(args: argparse.Namespace) -> int:
     print(f"{index['num_records']} utterances, {index['audio_seconds'] / 3600:.2f} h in {len(index['shards'])} shards; "
           f"splits {index['splits']}; {index['num_rejects']} rejected")
     for name in ("hubert", "ecapa"):
-        teacher = prov.get(name) or {}
+        teacher = prov.get(name) if isinstance(prov.get(name), dict) else {}  # absent, or an edited index
         extra = f", layer {teacher['layer']}" if "layer" in teacher else ""
         label = teacher.get("teacher") or teacher.get("random_init")  # e.g. "phones from PocketSphinx, not HuBERT"
         weights = f"weights sha256 {str(teacher['weights_sha256'])[:12]}…" if teacher.get("weights_sha256") else ""
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--minutes", type=_positive_minutes, default=None,
                        help="stop cleanly after this many minutes, at a validated checkpoint; the same command "
                             "continues the run (a multi-hour CPU run in several sittings)")
+    train.add_argument("--allow-new-data", action="store_true",
+                       help="resume on another shard set than the one the workdir was trained on (recorded in "
+                            "WORKDIR/data.json); without it such a resume is refused")
     train.set_defaults(func=cmd_train)
 
     from jaxcodec import demo
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxcodec.data.manifest import ManifestError
     from jaxcodec.data.shards import ShardError
     from jaxcodec.interop.layout import InteropError
+    from jaxcodec.output_lock import OutputLockError
 
     args = build_parser().parse_args(argv)
     if args.command in COMPILING_COMMANDS:
@@ -321,9 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"jaxcodec: config error: {err}", file=sys.stderr)
         return 2
-    except (ShardError, ManifestError, InteropError) as err:
+    except (ShardError, ManifestError, InteropError, OutputLockError) as err:
         print(f"jaxcodec {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a file-size limit, a folder we may not write: the system says which
+        print(f"jaxcodec {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -177,7 +178,7 @@ class Config:
 
 
 class ConfigError(ValueError):
-    """A config file or override names an unknown key or a value of the wrong type."""
+    """A config file or override names an unknown key, a value of the wrong type, or one out of its range."""
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
@@ -239,8 +240,9 @@ def _build(cls: type, mapping: dict, path: str = "") -> Any:
 
 
 def from_dict(mapping: dict) -> Config:
-    """Builds a Config from nested plain data; unspecified fields keep their defaults."""
-    return _build(Config, mapping or {})
+    """Builds a Config from nested plain data; unspecified fields keep their defaults. Every value is range-checked
+    (`validate`), so no command starts on a config that cannot run."""
+    return validate(_build(Config, mapping or {}))
 
 
 def to_dict(config: Config) -> dict:
@@ -278,3 +280,108 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(mapping, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     return from_dict(apply_overrides(mapping, overrides))
+
+
+# --- value ranges ------------------------------------------------------------------------------------------------
+# Every numeric field of every section, with the range outside which its value means nothing (or crashes a run
+# minutes in, after compiling: a zero checkpoint interval divides by zero, zero codebooks stack nothing). `validate`
+# checks them all at load, before anything is built, and tests/test_config.py checks that no numeric field is
+# missing here. A rule is (check, what the message says the value must be); tuple fields apply it to each entry.
+
+def _positive_int(v) -> bool:
+    return v >= 1
+
+
+def _non_negative_int(v) -> bool:
+    return v >= 0
+
+
+def _finite_non_negative(v) -> bool:
+    return math.isfinite(v) and v >= 0
+
+
+def _positive(v) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _finite(v) -> bool:
+    return math.isfinite(v)
+
+
+def _fraction(v) -> bool:  # a probability or ratio, both ends allowed
+    return 0 <= v <= 1
+
+
+def _decay(v) -> bool:  # an EMA decay or Adam β: 1 would never move from the initial value
+    return 0 <= v < 1
+
+
+def _mesh_axis(v) -> bool:  # a device count, or -1 for "the remaining devices"
+    return v == -1 or v >= 1
+
+
+_AT_LEAST_1 = (_positive_int, "an integer ≥ 1")
+_AT_LEAST_0 = (_non_negative_int, "an integer ≥ 0")
+_NON_NEGATIVE = (_finite_non_negative, "a finite number ≥ 0")
+_POSITIVE = (_positive, "a finite number > 0")
+_FINITE = (_finite, "a finite number")
+_FRACTION = (_fraction, "in [0, 1]")
+_DECAY = (_decay, "in [0, 1)")
+RANGES: dict[str, tuple[Any, str]] = {
+    "model.sample_rate": _AT_LEAST_1, "model.channels": _AT_LEAST_1, "model.n_filters": _AT_LEAST_1,
+    "model.ratios": _AT_LEAST_1, "model.dimension": _AT_LEAST_1, "model.n_residual_layers": _AT_LEAST_0,
+    "model.residual_kernel_size": _AT_LEAST_1, "model.dilation_base": _AT_LEAST_1, "model.kernel_size": _AT_LEAST_1,
+    "model.last_kernel_size": _AT_LEAST_1, "model.compress": _AT_LEAST_1,
+    "model.lstm_layers": _AT_LEAST_0,  # 0: no LSTM (seanet.py)
+    "model.semantic_dim": _AT_LEAST_1, "model.acoustic_dim": _AT_LEAST_1, "model.aligner_dim": _AT_LEAST_1,
+    "model.aligner_heads": _AT_LEAST_1,
+    "rvq.n_q": _AT_LEAST_1, "rvq.codebook_size": _AT_LEAST_1, "rvq.decay": _DECAY, "rvq.epsilon": _POSITIVE,
+    "rvq.kmeans_iters": _AT_LEAST_0, "rvq.dead_code_threshold": _NON_NEGATIVE, "rvq.quantizer_dropout": _FRACTION,
+    "disc.msstft_filters": _AT_LEAST_1, "disc.msstft_n_ffts": _AT_LEAST_1, "disc.msstft_max_filters": _AT_LEAST_1,
+    "disc.msstft_filters_scale": _AT_LEAST_1, "disc.mpd_periods": _AT_LEAST_1, "disc.msd_scales": _AT_LEAST_1,
+    "loss.lambda_time": _NON_NEGATIVE, "loss.lambda_mel": _NON_NEGATIVE, "loss.lambda_adv": _NON_NEGATIVE,
+    "loss.lambda_feat": _NON_NEGATIVE, "loss.lambda_commit": _NON_NEGATIVE, "loss.lambda_semantic": _NON_NEGATIVE,
+    "loss.lambda_acoustic": _NON_NEGATIVE, "loss.acoustic_temperature": _POSITIVE,
+    "loss.balancer_ema_decay": _DECAY,
+    "optim.learning_rate": _POSITIVE, "optim.disc_learning_rate": _POSITIVE, "optim.b1": _DECAY,
+    "optim.b2": _DECAY,
+    "optim.eps": _POSITIVE,  # Adam's ε divides: 0 turns a zero second moment into NaN
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.warmup_steps": _AT_LEAST_0, "optim.min_lr_ratio": _FRACTION,
+    "optim.grad_clip": _NON_NEGATIVE,  # 0 disables clipping
+    "data.segment_seconds": _POSITIVE, "data.loudness_target_db": _FINITE, "data.gain_augment_db": _NON_NEGATIVE,
+    "data.shuffle_seed": _AT_LEAST_0, "data.worker_count": _AT_LEAST_0,
+    "train.batch_size": _AT_LEAST_1, "train.num_steps": _AT_LEAST_1, "train.checkpoint_every": _AT_LEAST_1,
+    "train.eval_every": _AT_LEAST_0,  # 0: no validation
+    "train.log_every": _AT_LEAST_1, "train.seed": _AT_LEAST_0, "train.disc_warmup_steps": _AT_LEAST_0,
+    "train.max_consecutive_skips": _AT_LEAST_1, "train.keep_checkpoints": _AT_LEAST_1,
+    "mesh.shape": (_mesh_axis, "a device count ≥ 1, or -1 for the remaining devices"),
+    "mesh.fsdp_min_size": _AT_LEAST_0,
+}
+
+
+def _violations(config: Config) -> list[str]:
+    problems = []
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        for field in dataclasses.fields(part):
+            key = f"{section.name}.{field.name}"
+            if key not in RANGES:
+                continue
+            check, wanted = RANGES[key]
+            value = getattr(part, field.name)
+            items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+            for i, item in items:
+                if not check(item):
+                    where = key if i is None else f"{key}[{i}]"
+                    problems.append(f"{where} = {item!r}: must be {wanted}")
+    return problems
+
+
+def validate(config: Config) -> Config:
+    """Raises one ConfigError listing every value out of its range (RANGES), one line each; returns `config`."""
+    problems = _violations(config)
+    if problems:
+        raise ConfigError(f"{len(problems)} config value{'s' if len(problems) > 1 else ''} out of range:\n  "
+                          + "\n  ".join(problems))
+    return config

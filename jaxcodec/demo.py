@@ -24,14 +24,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxcodec import atomic, audio
+from jaxcodec import atomic, audio, python_child
 from jaxcodec.data import manifest as manifest_lib
 
 PACKAGE = Path(__file__).resolve().parent
@@ -110,15 +109,15 @@ def hub_offline() -> bool:
 
 def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
     shards = out / "shards"
-    command = [sys.executable, "-m", "jaxcodec", "precompute", "--manifest", str(out / "manifest.jsonl"),
-               "--out", str(shards), "--content-teacher", teachers["content"],
-               "--acoustic-teacher", teachers["acoustic"], "--num-shards", "2"]
+    command = ["precompute", "--manifest", str(out / "manifest.jsonl"), "--out", str(shards),
+               "--content-teacher", teachers["content"], "--acoustic-teacher", teachers["acoustic"],
+               "--num-shards", "2"]
     if teachers["hubert"]:
         command += ["--hubert", teachers["hubert"], "--hubert-layer", hubert_layer]
     if teachers["ecapa"]:
         command += ["--ecapa", teachers["ecapa"]]
-    _log("teachers: " + " ".join(command[3:]))
-    done = subprocess.run(command)
+    _log("teachers: " + " ".join(command))
+    done = python_child.run("jaxcodec", command)
     if done.returncode != 0:
         raise DemoError(f"precompute failed (exit {done.returncode}); its message is above")
     return shards
@@ -297,8 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "model if reachable, else phone posteriorgrams from PocketSphinx)")
     parser.add_argument("--hubert-layer", default="9", help="HuBERT layer of the semantic targets (paper: 9) "
                                                              "(default: %(default)s)")
-    parser.add_argument("--ecapa", help="an ECAPA-TDNN hub id or local directory (default: the hub model if "
-                                        "reachable, else resemblyzer's bundled speaker encoder)")
+    parser.add_argument("--ecapa", help="an ECAPA-TDNN hub id or local directory, read weights only (its "
+                                        "hyperparams.yaml, which would run code, is not read) (default: the hub "
+                                        "model if reachable, else resemblyzer's bundled speaker encoder)")
     parser.add_argument("--config", type=Path, default=CPU_CONFIG,
                         help="training config; the teachers' dimensions come from the shards (default: cpu.yaml)")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="a corpus in the bundled corpus' layout, with "

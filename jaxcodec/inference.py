@@ -15,33 +15,42 @@ manifest in; `.npy` codes or WAV files out.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from jaxcodec import atomic, audio
+from jaxcodec import atomic, audio, output_lock
 
 CODES_SUFFIX = ".npy"
+# The largest codes file decode accepts: 1 GiB of int16 codes is ~370 h at 8 levels × 50 frames/s, far beyond one
+# utterance; a header claiming more is damage, refused before anything is allocated from it.
+MAX_CODES_BYTES = 1 << 30
 
 
 class InferenceError(ValueError):
     """Unusable input arguments (the message is the one line a user reads)."""
 
 
-def _inputs(source: Path, suffixes: tuple[str, ...]) -> list[tuple[str, Path]]:
+def _inputs(source: Path, suffixes: tuple[str, ...]) -> tuple[list[tuple[str, Path]], list]:
     """(name, path) pairs: a file; every file with one of `suffixes` under a folder (name = relative path without
-    suffix); or a manifest's entries (name = id)."""
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and not p.name.startswith("."))
-        return [(str(p.relative_to(source).with_suffix("")), p) for p in files]
-    if source.suffix == ".jsonl":
-        from jaxcodec.data import manifest
+    suffix); or a manifest's entries (name = id). Second, the folders that could not be listed, as rejects
+    ((name, path), reason)."""
+    from jaxcodec.data import manifest
 
-        return [(entry["id"], Path(entry["path"])) for entry in manifest.read(source)]
+    if source.is_dir():
+        files, unreadable = manifest.find_files(source, suffixes)
+        unlisted = [((str(Path(folder["path"]).relative_to(source)), Path(folder["path"])), folder["reason"])
+                    for folder in unreadable]
+        return [(str(p.relative_to(source).with_suffix("")), p) for p in files], unlisted
+    if source.suffix == ".jsonl":
+        return [(entry["id"], Path(entry["path"])) for entry in manifest.read(source)], []
     if source.is_file():
-        return [(source.stem, source)]
+        return [(source.stem, source)], []
     raise InferenceError(f"{source}: no such file or folder")
 
 
@@ -49,8 +58,35 @@ def _output(out: Path, name: str, single: bool, suffix: str) -> Path:
     return out if single else out / f"{name}{suffix}"
 
 
+def codes_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) from a .npy header, checked against the file before any data is read: no Python objects,
+    exactly the bytes the file holds after the header, at most MAX_CODES_BYTES; else ValueError naming the problem.
+    (read_codes then checks the dtype, shape and values of what it loads.)"""
+    from numpy.lib import format as npy
+
+    readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    with open(path, "rb") as f:
+        try:
+            version = npy.read_magic(f)
+            if version not in readers:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = readers[version](f)
+        except ValueError as err:
+            raise ValueError(f"not a numpy codes file ({str(err).splitlines()[0]})") from None
+        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        raise ValueError("not a numpy codes file (it holds Python objects)")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > MAX_CODES_BYTES:
+        raise ValueError(f"header declares {declared} bytes of codes, more than {MAX_CODES_BYTES} (damaged header)")
+    if declared != data_bytes:
+        raise ValueError(f"header declares {declared} bytes of codes, the file holds {data_bytes} (truncated?)")
+    return dtype, shape
+
+
 def read_codes(path: Path, n_q: int, codebook_size: int) -> np.ndarray:
     """An int [n_q', T] codes file (n_q' ≤ n_q, values in range), or ValueError naming the problem."""
+    codes_header(path)
     try:
         codes = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -107,8 +143,8 @@ def _estimate(path: Path, mode: str, sample_rate: int, hop: int) -> tuple[int, i
     the header is unreadable (loading then rejects the file with the reason)."""
     try:
         if mode == "decode":
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-            return (shape[-1] * hop, shape[0]) if len(shape) == 2 else (0, 0)
+            shape = codes_header(path)[1]
+            return (shape[1] * hop, shape[0]) if len(shape) == 2 else (0, 0)
         header = audio.info(path)
         return -(-header.frames * sample_rate // header.sample_rate), 0
     except (audio.AudioError, OSError, ValueError):
@@ -116,16 +152,29 @@ def _estimate(path: Path, mode: str, sample_rate: int, hop: int) -> tuple[int, i
 
 
 def run(args: argparse.Namespace, mode: str) -> int:
+    source, out = Path(args.input), Path(args.out)
+    suffixes = (CODES_SUFFIX,) if mode == "decode" else audio.EXTENSIONS
+    items, unlisted = _inputs(source, suffixes)
+    if not items:
+        unread = f"; {len(unlisted)} folders could not be read, e.g. {unlisted[0][0][1]}" if unlisted else ""
+        raise InferenceError(f"{source}: no {'codes' if mode == 'decode' else 'audio'} files found{unread}")
+    single = source.is_file() and source.suffix != ".jsonl"
+    if single and out.is_dir():  # -o names the output file for one input (its help and the README say so)
+        raise InferenceError(f"-o {out} is a folder; for one input -o names the output file, e.g. "
+                             f"{out / source.stem}{CODES_SUFFIX if mode == 'encode' else '.wav'}")
+    if not single and out.exists() and not out.is_dir():
+        raise InferenceError(f"-o {out} is a file; for a folder or manifest -o names the output folder")
+    # An output folder is one run's at a time (jaxcodec.output_lock); a single output file is one atomic rename.
+    with contextlib.nullcontext() if single else output_lock.held(out):
+        return _convert(args, mode, items, single, out, unlisted)
+
+
+def _convert(args: argparse.Namespace, mode: str, items: list[tuple[str, Path]], single: bool, out: Path,
+             unlisted: list) -> int:
     from tqdm import tqdm
 
     import jaxcodec
 
-    source, out = Path(args.input), Path(args.out)
-    suffixes = (CODES_SUFFIX,) if mode == "decode" else audio.EXTENSIONS
-    items = _inputs(source, suffixes)
-    if not items:
-        raise InferenceError(f"{source}: no {'codes' if mode == 'decode' else 'audio'} files found")
-    single = source.is_file() and source.suffix != ".jsonl"
     out_suffix = CODES_SUFFIX if mode == "encode" else ".wav"
     step = args.step if args.step in (None, "best") else int(args.step)
     tokenizer = jaxcodec.load(args.checkpoint, step)
@@ -139,26 +188,36 @@ def run(args: argparse.Namespace, mode: str) -> int:
         load = lambda item: read_codes(item[1], tokenizer.n_q, tokenizer.codebook_size)  # noqa: E731
         length_of, kind_of = (lambda codes: codes.shape[1] * tokenizer.hop_length), (lambda codes: codes.shape[0])
     else:
-        load = lambda item: audio.read(item[1], tokenizer.sample_rate)[0]  # noqa: E731
+        load = lambda item: _read_audio(item[1], tokenizer.sample_rate)  # noqa: E731
         length_of, kind_of = (lambda wav: wav.size), None
     dtype = np.int16 if tokenizer.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
-    failed: list = []
+    failed: list = list(unlisted)  # ((name, path), reason); unreadable folders first
     done = 0
-    with tqdm(total=len(todo), unit="file", disable=args.quiet or single, desc=mode) as progress:
-        for batch in loaded_batches(todo, lambda item: estimates[item[1]], load, length_of, tokenizer,
-                                    args.batch_size, failed, kind_of):
-            _run_batch(tokenizer, [(name, data) for (name, _), data in batch], mode, n_q, out, single, dtype)
-            done += len(batch)
-            progress.update(len(batch))
-    rejects = [{"id": name, "path": str(path), "reason": reason} for (name, path), reason in failed]
-    for reject in rejects:
-        print(f"jaxcodec {mode}: skipped {reject['path']}: {reject['reason']}", file=sys.stderr)
-    if rejects and not single:
-        atomic.write_jsonl(out / "rejects.jsonl", rejects)
+    try:
+        with tqdm(total=len(todo), unit="file", disable=args.quiet or single, desc=mode) as progress:
+            for batch in loaded_batches(todo, lambda item: estimates[item[1]], load, length_of, tokenizer,
+                                        args.batch_size, failed, kind_of):
+                _run_batch(tokenizer, [(name, data) for (name, _), data in batch], mode, n_q, out, single, dtype)
+                done += len(batch)
+                progress.update(len(batch))
+    finally:  # the rejects found so far are reported and kept even when a later batch fails
+        rejects = [{"id": name, "path": str(path), "reason": reason} for (name, path), reason in failed]
+        for reject in rejects:
+            print(f"jaxcodec {mode}: skipped {reject['path']}: {reject['reason']}", file=sys.stderr)
+        if rejects and not single:
+            atomic.write_jsonl(out / "rejects.jsonl", rejects)
     if not single:
         print(f"jaxcodec {mode}: {done} written to {out}, {len(items) - len(todo)} already there, "
               f"{len(rejects)} skipped")
     return 1 if rejects else 0
+
+
+def _read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """The file's samples, checked as they are read (not after batching, where one bad file would stop the run):
+    audio.read refuses unreadable and empty files, audio.check_finite NaN/Inf samples."""
+    wav = audio.read(path, sample_rate)[0]
+    audio.check_finite(wav)
+    return wav
 
 
 def _run_batch(tokenizer, batch, mode: str, n_q: int, out: Path, single: bool, dtype) -> None:

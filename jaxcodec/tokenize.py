@@ -87,6 +87,13 @@ def run_shard(tokenizer, entries: list[dict], out: Path, index: int, count: int,
 
 
 def run(args: argparse.Namespace, log=print) -> dict | None:
+    """Tokenizes the shards this process is responsible for; merges the index when all are committed. Returns the
+    index when it was merged, else None. Refused (OutputLockError) while another run writes the same shards."""
+    with shards.writing(args.out, args.shard_index):
+        return _run(args, log)
+
+
+def _run(args: argparse.Namespace, log) -> dict | None:
     import jaxcodec
 
     entries = manifest_lib.read(args.manifest)

@@ -1,8 +1,15 @@
 """The acoustic teacher: speechbrain's ECAPA-TDNN speaker encoder (hub model `speechbrain/spkrec-ecapa-voxceleb`).
 
 Gives one 192-d utterance embedding per file (the acoustic-guidance target) and, optionally, frame-level features
-(the MFA layer) pooled onto the codec's 50 Hz grid. The model is loaded the way its users load it, through
-`EncoderClassifier.from_hparams`, from a hub id or from a local directory in the hub's on-disk format.
+(the MFA layer) pooled onto the codec's 50 Hz grid.
+
+Loading. A local directory in the hub's on-disk format is read weights only by default: the hub model's
+architecture is built here (ECAPA_TDNN with the hub's kernel sizes and dilations, widths read from the checkpoint's
+tensor shapes, an 80-mel Fbank, sentence mean normalisation) and only `embedding_model.ckpt`'s tensors are loaded,
+with `torch.load(weights_only=True)`. Its hyperparams.yaml is not read: speechbrain's HyperPyYAML executes the
+Python its `!new:` / `!apply:` tags name, so a downloaded folder's yaml is code. `hyperpyyaml=True` (precompute's
+`--ecapa-hyperpyyaml`) loads such a folder through `EncoderClassifier.from_hparams` instead, for folders whose
+yaml you trust (e.g. a changed architecture). A hub id is loaded through `from_hparams`, the way its users load it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.speaker import EncoderClassifier
-from speechbrain.utils.checkpoints import torch_patched_state_dict_load
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+from speechbrain.processing.features import InputNormalization
+from speechbrain.utils.checkpoints import hook_on_loading_state_dict_checkpoint, torch_patched_state_dict_load
 from speechbrain.utils.fetching import FetchConfig
 
 from jaxcodec.audio import SAMPLE_RATE
@@ -73,6 +83,10 @@ SIZES = {
     "tiny": EcapaSize(channels=(32, 32, 32, 32, 96), attention_channels=16, speakers=16),
 }
 EMBEDDING_DIM = 192  # lin_neurons of the hub model; shards store `ecapa` [192]
+# What the hub's hyperparams.yaml fixes and a checkpoint's tensor shapes do not show (the weights-only load builds
+# the model from these): per-layer kernel sizes and dilations of ECAPA_TDNN.
+HUB_KERNEL_SIZES = (5, 3, 3, 3, 1)
+HUB_DILATIONS = (1, 2, 3, 4, 1)
 
 # The hub model's hyperparams.yaml, reproduced key for key; only the widths and speaker count vary with size.
 HUB_HYPERPARAMS = """\
@@ -146,7 +160,7 @@ class EcapaTeacher:
     """
 
     def __init__(self, source: str = DEFAULT_ECAPA, *, device: str = "cpu", frames: bool = False,
-                 savedir: str | None = None, max_chunk_seconds: float = 60.0):
+                 savedir: str | None = None, max_chunk_seconds: float = 60.0, hyperpyyaml: bool = False):
         self.local = is_local(source)
         self.source = str(Path(source).expanduser().resolve()) if self.local else source
         self.device = device
@@ -156,7 +170,10 @@ class EcapaTeacher:
         if self.max_samples <= 2 * self.context_samples + CODEC_HOP:
             raise ValueError(f"max_chunk_seconds={max_chunk_seconds} leaves no room between the "
                              f"{CONTEXT_SECONDS} s of context each side of a window")
-        self.encoder = _load_encoder(source, self.source, self.local, device, savedir)
+        if self.local and not hyperpyyaml:
+            self.encoder = _load_weights_only(source, Path(self.source), device)
+        else:
+            self.encoder = _load_encoder(source, self.source, self.local, device, savedir)
         self._mfa_bct: torch.Tensor | None = None  # the MFA output of the last forward (frames=True)
         if frames:
             self.encoder.mods.embedding_model.mfa.register_forward_hook(self._keep_mfa)
@@ -283,6 +300,57 @@ def _equal_length_groups(wavs: list[np.ndarray], indices: list[int]) -> list[lis
 
 # ---- loading -----------------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class WeightsOnlyEncoder:
+    """What EcapaTeacher uses of an EncoderClassifier: its modules (compute_features, mean_var_norm,
+    embedding_model), here built in code rather than by a yaml."""
+    mods: torch.nn.ModuleDict
+
+
+def _load_weights_only(given: str, directory: Path, device: str) -> WeightsOnlyEncoder:
+    """The hub model's architecture built here, `embedding_model.ckpt` loaded with torch.load(weights_only=True)
+    (speechbrain's key-renaming hooks applied, as its own loader does); no yaml is read, so no code runs."""
+    _check_directory(given, directory)
+    path = directory / EMBEDDING_CKPT
+    if not path.is_file():
+        raise TeacherLoadError(f"cannot load {KIND} '{given}': missing file {EMBEDDING_CKPT} ({path})")
+    try:
+        state = hook_on_loading_state_dict_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # torch's UnpicklingError, RuntimeError, EOFError, ...
+        raise _load_error(given, str(directory), error) from error
+    if not isinstance(state, dict):
+        raise TeacherLoadError(f"cannot load {KIND} '{given}': {EMBEDDING_CKPT} is not a state dict")
+    width = _hub_widths(given, state)
+    model = ECAPA_TDNN(input_size=width["n_mels"], channels=width["channels"], kernel_sizes=list(HUB_KERNEL_SIZES),
+                       dilations=list(HUB_DILATIONS), attention_channels=width["attention_channels"],
+                       lin_neurons=width["lin_neurons"])
+    _check_complete(given, model, set(state))
+    try:
+        model.load_state_dict(state, strict=False)  # missing tensors refused above; extras ignored, as speechbrain does
+    except RuntimeError as error:  # a tensor whose shape the hub architecture does not have
+        raise _load_error(given, str(directory), error) from error
+    mods = torch.nn.ModuleDict({
+        "compute_features": Fbank(n_mels=width["n_mels"]),  # the hub yaml's Fbank, otherwise speechbrain defaults
+        "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+        "embedding_model": model})
+    return WeightsOnlyEncoder(mods.to(device).eval())
+
+
+def _hub_widths(given: str, state: dict) -> dict:
+    """The hub architecture's widths from the checkpoint's tensor shapes (the first TDNN's input is the mel count;
+    each block's first conv gives its channels; attention and embedding widths from the pooling and the last fc)."""
+    def rows(key: str, axis: int = 0) -> int:
+        if key not in state or not hasattr(state[key], "shape") or len(state[key].shape) <= axis:
+            raise TeacherLoadError(f"cannot load {KIND} '{given}': {EMBEDDING_CKPT} lacks {key} of the hub "
+                                   f"architecture (not an ECAPA-TDNN of {DEFAULT_ECAPA}'s structure)")
+        return int(state[key].shape[axis])
+
+    return {"n_mels": rows("blocks.0.conv.conv.weight", 1),
+            "channels": [rows("blocks.0.conv.conv.weight"), *(rows(f"blocks.{i}.tdnn1.conv.conv.weight")
+                                                              for i in (1, 2, 3)), rows("mfa.conv.conv.weight")],
+            "attention_channels": rows("asp.tdnn.conv.conv.weight"), "lin_neurons": rows("fc.conv.weight")}
+
+
 def _load_encoder(given: str, source: str, local: bool, device: str, savedir: str | None) -> EncoderClassifier:
     """`EncoderClassifier.from_hparams`, the way users load the model, with errors a user can act on.
 
@@ -309,9 +377,13 @@ def _load_encoder(given: str, source: str, local: bool, device: str, savedir: st
     return _from_hparams(given, source, device, savedir, {}, FetchConfig())
 
 
-def _local_overrides(given: str, directory: Path) -> dict:
+def _check_directory(given: str, directory: Path) -> None:
     if not directory.is_dir():
         raise TeacherLoadError(f"{KIND} source '{given}' is a file; pass the model directory ({', '.join(HUB_FILES)})")
+
+
+def _local_overrides(given: str, directory: Path) -> dict:
+    _check_directory(given, directory)
     hyperparams = directory / HYPERPARAMS
     if not hyperparams.is_file():
         raise TeacherLoadError(f"{KIND} directory '{directory}' has no {HYPERPARAMS}; expected the files of "
@@ -328,7 +400,9 @@ def _from_hparams(given: str, source: str, device: str, savedir: str | None, ove
                                                  overrides=overrides, fetch_config=fetch_config)
     except Exception as error:  # speechbrain, hyperpyyaml, huggingface_hub and torch each raise their own
         raise _load_error(given, source, error) from error
-    _check_complete(given, encoder)
+    path = encoder.hparams.pretrainer.paths.get("embedding_model")
+    if path is not None:
+        _check_complete(given, encoder.mods.embedding_model, set(torch_patched_state_dict_load(path, "cpu")))
     encoder.eval()
     return encoder
 
@@ -342,18 +416,14 @@ def _load_error(given: str, source: str, error: Exception) -> TeacherLoadError:
     return TeacherLoadError(f"cannot load {KIND} '{given}': {type(error).__name__}: {_one_line(error)}")
 
 
-def _check_complete(given: str, encoder: EncoderClassifier) -> None:
+def _check_complete(given: str, model: torch.nn.Module, stored: set[str]) -> None:
     """speechbrain transfers embedding_model.ckpt non-strictly: tensors missing from the file would stay randomly
     initialised with only a log warning. A teacher with random layers would poison training silently, so refuse."""
-    path = encoder.hparams.pretrainer.paths.get("embedding_model")
-    if path is None:
-        return
-    stored = set(torch_patched_state_dict_load(path, "cpu"))
-    missing = sorted(name for name in encoder.mods.embedding_model.state_dict()
+    missing = sorted(name for name in model.state_dict()
                      if name not in stored and not name.endswith("num_batches_tracked"))  # unused in eval
     if missing:
         raise TeacherLoadError(f"cannot load {KIND} '{given}': {EMBEDDING_CKPT} lacks {len(missing)} tensors of "
-                               f"the model {HYPERPARAMS} builds (first: {missing[0]}); the two files disagree")
+                               f"the model (first: {missing[0]}); the checkpoint is not of this architecture")
 
 
 def _is_offline(error: BaseException | None) -> bool:

@@ -47,6 +47,7 @@ class Options:
     hubert_layer: str = "9"
     ecapa: str = "speechbrain/spkrec-ecapa-voxceleb"
     ecapa_frames: bool = False
+    ecapa_hyperpyyaml: bool = False  # a local --ecapa folder built by its hyperparams.yaml (runs its code)
     acoustic_teacher: str = "ecapa"  # ecapa | resemblyzer (offline: weights ship in its PyPI package)
     device: str = "cpu"
     half: bool | None = None  # float16 teachers; default: on CUDA only
@@ -178,7 +179,8 @@ class Teachers:
         elif options.acoustic_teacher == "ecapa":
             from teachers.ecapa import EcapaTeacher
 
-            self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames)
+            self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames,
+                                      hyperpyyaml=options.ecapa_hyperpyyaml)
         else:
             raise TeacherLoadError(f"unknown acoustic teacher {options.acoustic_teacher!r}: ecapa or resemblyzer")
         self.half = half
@@ -304,7 +306,13 @@ def manifest_sha256(path: Path) -> str:
 
 def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers | None = None) -> dict | None:
     """Precomputes the shards this process is responsible for; merges the index when all are committed.
-    Returns the index when it was merged, else None. `teachers` may be passed in already loaded (benchmarks)."""
+    Returns the index when it was merged, else None. `teachers` may be passed in already loaded (benchmarks).
+    Refused (OutputLockError) while another run writes the same shards of `options.out`."""
+    with shards.writing(options.out, options.shard_index):
+        return _run(options, log, teachers)
+
+
+def _run(options: Options, log: Callable[[str], None], teachers: Teachers | None) -> dict | None:
     entries = manifest_lib.read(options.manifest)
     if options.splits:
         entries = [e for e in entries if e.get("split") in options.splits]
@@ -397,7 +405,14 @@ def add_arguments(parser) -> None:
              "seeded random weights (an offline stand-in, labelled as such in the shards)" + default)
     arg("--hubert-layer", default=Options.hubert_layer,
         help="hidden layer to store (0..num_layers), or 'avg' for the mean of all" + default)
-    arg("--ecapa", default=Options.ecapa, help="ECAPA-TDNN speechbrain hub id or local directory" + default)
+    arg("--ecapa", default=Options.ecapa,
+        help="ECAPA-TDNN speechbrain hub id or local directory. A directory is read weights only: the hub model's "
+             "architecture is built here and embedding_model.ckpt loaded with torch.load(weights_only=True); its "
+             "hyperparams.yaml is not read (see --ecapa-hyperpyyaml). A hub id is loaded by speechbrain from its "
+             "hyperparams.yaml" + default)
+    arg("--ecapa-hyperpyyaml", action="store_true",
+        help="build a local --ecapa DIR from its hyperparams.yaml with speechbrain's HyperPyYAML instead. This "
+             "EXECUTES CODE from the folder (its !new:/!apply: tags call any Python): only for folders you trust")
     arg("--acoustic-teacher", choices=("ecapa", "resemblyzer"), default=Options.acoustic_teacher,
         help="acoustic (timbre/prosody) target: ECAPA-TDNN (--ecapa), or resemblyzer's 256-d speaker encoder, whose "
              "weights ship in its PyPI package (no hub needed)" + default)
@@ -423,7 +438,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     try:
         if args.merge_index:
-            index = shards.merge_index(args.out)
+            with shards.writing(args.out, shard_index=None):
+                index = shards.merge_index(args.out)
             print(f"index.json: {index['num_records']} utterances in {len(index['shards'])} shards, "
                   f"{index['num_rejects']} rejected")
             return 0
@@ -432,7 +448,8 @@ def main(args) -> int:
             return 2
         options = Options(manifest=args.manifest, out=args.out, content_teacher=args.content_teacher,
                           hubert=args.hubert, hubert_layer=args.hubert_layer,
-                          ecapa=args.ecapa, ecapa_frames=args.ecapa_frames, acoustic_teacher=args.acoustic_teacher,
+                          ecapa=args.ecapa, ecapa_frames=args.ecapa_frames,
+                          ecapa_hyperpyyaml=args.ecapa_hyperpyyaml, acoustic_teacher=args.acoustic_teacher,
                           device=args.device, half=args.half,
                           num_shards=args.num_shards, shard_index=args.shard_index, splits=tuple(args.splits),
                           batch_seconds=args.batch_seconds, min_seconds=args.min_seconds,

@@ -1,5 +1,7 @@
 """The audio front end against independent references: scipy's polyphase resampler, hand-made bad files."""
 
+import struct
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -117,3 +119,26 @@ def test_compressed_formats_decode_to_16k_mono(tmp_path, ext, fmt, subtype, rate
     assert info.format == fmt and info.sample_rate == rate
     assert abs(len(wav) - 16_000) <= 16_000 * 0.06  # codec priming/padding frames, at most a few tens of ms
     assert audio.levels(wav).rms_db == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=1.0)
+
+
+def _wav_header(sample_rate: int, data_bytes: int, channels: int = 1, bits: int = 16) -> bytes:
+    """A canonical 44-byte PCM RIFF header, to say what a writer would refuse to."""
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits) + b"data"
+        + struct.pack("<I", data_bytes))
+
+
+def test_a_header_rate_of_1_hz_is_refused_before_reading(tmp_path):
+    """Issue 18 #8: a 64 KB WAV whose header says 1 Hz was listed by `manifest` as 9 h and read into 512 M
+    samples; now its header is refused (as a reject of the scan) and nothing is allocated from it."""
+    from jaxcodec.data import manifest
+
+    data = np.random.default_rng(0).integers(-3000, 3000, 32_768).astype("<i2").tobytes()
+    (tmp_path / "one_hz.wav").write_bytes(_wav_header(1, len(data)) + data)
+    sf.write(tmp_path / "fine.wav", np.full(1600, 0.1, np.float32), 16_000)
+    with pytest.raises(audio.AudioError, match="header says 1 Hz, outside 1000..384000 Hz"):
+        audio.read(tmp_path / "one_hz.wav")
+    entries, rejects = manifest.scan(tmp_path, split_by="utterance", workers=1)
+    assert [e["path"] for e in entries] == [str(tmp_path / "fine.wav")]
+    assert [r["path"] for r in rejects] == [str(tmp_path / "one_hz.wav")] and "1 Hz" in rejects[0]["reason"]

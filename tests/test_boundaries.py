@@ -51,3 +51,40 @@ def test_training_loads_no_torch_at_run_time(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_python_children_run_no_code_from_the_working_directory_or_pythonpath(tmp_path, monkeypatch):
+    """Issue 18 #9: `python -m` puts the working directory first on sys.path, so a torch.py in the folder the user
+    ran `jaxcodec import` from was executed by the torch subprocess. Here a torch.py in the working directory, a
+    numpy.py on a stray PYTHONPATH and a module named like the evaluation tool each write a marker if imported."""
+    import pytest
+
+    from jaxcodec.eval.metrics import MetricUnavailable
+    from jaxcodec.eval.torch_tools import run_on_files
+    from jaxcodec.interop import files
+    from jaxcodec.interop.layout import InteropError
+
+    here, stray = tmp_path / "cwd", tmp_path / "stray"
+    here.mkdir()
+    stray.mkdir()
+    planted = {here / "torch.py", stray / "numpy.py", here / "jaxcodec_planted_tool.py"}
+    for module in planted:
+        module.write_text(f"open({str(module.with_suffix('.ran'))!r}, 'w').close()\n")
+    (here / "peer.pt").write_bytes(b"\x80\x04garbage")
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("PYTHONPATH", str(stray))
+    with pytest.raises(InteropError, match="not a PyTorch checkpoint"):  # the real torch read it
+        files.read_checkpoint("peer.pt")
+    with pytest.raises(MetricUnavailable, match="No module named jaxcodec_planted_tool"):
+        run_on_files("jaxcodec_planted_tool", [], [], ".json", lambda path: None)
+    assert sorted(p.name for p in tmp_path.rglob("*.ran")) == []
+
+
+def test_python_children_are_started_by_one_helper():
+    """Every `sys.executable` child of the library goes through jaxcodec/python_child.py. bench.py is the
+    exception: a developer tool whose children run with cwd set to the repository root and an environment it
+    builds for the measurement."""
+    allowed = {"python_child.py", "bench.py"}
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jaxcodec").rglob("*.py")
+                   if "sys.executable" in p.read_text() and p.name not in allowed)
+    assert users == []

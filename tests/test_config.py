@@ -1,6 +1,10 @@
 """Config: the shipped YAML files, overrides, and errors that name the offending key."""
 
 import dataclasses
+import subprocess
+import sys
+import time
+import typing
 
 import pytest
 
@@ -59,3 +63,49 @@ def test_round_trip_through_plain_data():
     c = cfg.load("configs/speechtokenizer.yaml")
     assert cfg.from_dict(cfg.to_dict(c)) == c
     assert dataclasses.asdict(c)["model"]["ratios"] == (8, 5, 4, 2)
+
+
+def test_every_numeric_field_has_a_range():
+    """validate checks every int and float field (and tuples of them) of every section: a field added without a
+    range, or a range naming no field, fails here."""
+    numeric = set()
+    for section in dataclasses.fields(cfg.Config):
+        hints = typing.get_type_hints(section.type if isinstance(section.type, type) else type(section.default))
+        for name, hint in hints.items():
+            item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+            if item in (int, float):
+                numeric.add(f"{section.name}.{name}")
+    assert numeric == set(cfg.RANGES)
+
+
+# Issue 18 #2 and #3: values that used to crash a run after compiling (or pass silently), all in one error.
+OUT_OF_RANGE = {"train.checkpoint_every": 0, "train.keep_checkpoints": 0, "train.num_steps": -5, "rvq.n_q": 0,
+                "rvq.codebook_size": 0, "optim.learning_rate": ".nan", "optim.b1": 1.0, "loss.lambda_mel": -1.0,
+                "model.ratios": [8, 0], "mesh.shape": [-2, 1]}
+
+
+def test_out_of_range_values_are_all_reported_one_line_each():
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load("configs/tiny.yaml", [f"{key}={value}" for key, value in OUT_OF_RANGE.items()])
+    first, *lines = str(err.value).splitlines()
+    assert first == f"{len(OUT_OF_RANGE)} config values out of range:"
+    named = {"model.ratios": "model.ratios[1]", "mesh.shape": "mesh.shape[0]"}  # tuples name the bad entry
+    assert {line.split(" = ")[0].strip() for line in lines} == {named.get(k, k) for k in OUT_OF_RANGE}
+    assert "  optim.learning_rate = nan: must be a finite number > 0" in lines
+    assert "  train.checkpoint_every = 0: must be an integer ≥ 1" in lines
+    assert cfg.validate(cfg.load("configs/tiny.yaml")) == cfg.load("configs/tiny.yaml")
+
+
+def test_train_refuses_an_out_of_range_config_before_anything_else(tmp_path):
+    """The check runs at load: `jaxcodec train` stops in seconds (before the shards are opened or anything
+    compiles), with the CLI's config error and one line per bad value."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "jaxcodec", "train", "--data", str(tmp_path / "no-shards"),
+                           "--workdir", str(tmp_path / "run"), "--set", "train.checkpoint_every=0",
+                           "--set", "optim.learning_rate=.nan"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.splitlines() == ["jaxcodec: config error: 2 config values out of range:",
+                                        "  optim.learning_rate = nan: must be a finite number > 0",
+                                        "  train.checkpoint_every = 0: must be an integer ≥ 1"]
+    assert not (tmp_path / "run").exists()
+    print(f"refused in {time.monotonic() - started:.1f} s")

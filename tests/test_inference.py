@@ -169,3 +169,106 @@ def test_a_checkpoint_for_another_config_is_named(exported, corpus, tmp_path, ca
     assert main(["encode", str(corpus / "a.wav"), "-o", str(tmp_path / "a.npy"), "--checkpoint", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has shape" in err and "quantizer" in err, err
+
+
+def test_a_nan_file_in_a_folder_is_a_reject_and_the_run_goes_on(exported, tmp_path, capsys):
+    """Issue 18 #6: NaN samples were found only when the batch ran, so one bad file aborted the run (and the
+    rejects gathered so far were lost); now the file is rejected when it is read."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "good.wav", _speech_like(0.5, seed=4), 16_000)
+    nan = _speech_like(0.5, seed=5)
+    nan[100:103] = np.nan
+    sf.write(folder / "nan.wav", nan, 16_000, subtype="FLOAT")  # same bucket, so the same batch as good.wav
+    out = tmp_path / "codes"
+    assert main(["encode", str(folder), "-o", str(out), "--checkpoint", str(exported), "--quiet"]) == 1
+    assert (out / "good.npy").is_file() and not (out / "nan.npy").exists()
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejects] == [("nan", "3 NaN/Inf samples")]
+    assert "1 written" in capsys.readouterr().out
+
+
+def test_one_input_into_an_existing_folder_is_refused_in_one_line(exported, corpus, tmp_path, capsys):
+    """Issue 18 #6: `encode one.wav -o EXISTING_DIR` did nothing (the folder "existed" as the output) and with
+    --overwrite was a traceback; -o names the output file for one input (help, README)."""
+    for extra in ([], ["--overwrite"]):
+        assert main(["encode", str(corpus / "a.wav"), "-o", str(tmp_path), "--checkpoint", str(exported),
+                     *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"-o {tmp_path} is a folder" in err, err
+        assert str(tmp_path / "a.npy") in err and not (tmp_path / "a.npy").exists()
+
+
+def test_an_unreadable_folder_is_a_reject_of_encode(exported, tmp_path, capsys, monkeypatch):
+    """Issue 18 #7: rglob skipped a folder it could not list without a word. The folder is made unlistable by
+    os.scandir raising PermissionError, as it does for a chmod 000 folder (which root could list anyway)."""
+    import os
+
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    sf.write(folder / "good.wav", _speech_like(0.5, seed=4), 16_000)
+    sf.write(folder / "locked" / "hidden.wav", _speech_like(0.5, seed=5), 16_000)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(folder / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "codes"
+    assert main(["encode", str(folder), "-o", str(out), "--checkpoint", str(exported), "--quiet"]) == 1
+    assert (out / "good.npy").is_file()
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["path"]) for r in rejects] == [("locked", str(folder / "locked"))]
+    assert "folder not readable (Permission denied)" in rejects[0]["reason"]
+    assert "1 skipped" in capsys.readouterr().out
+
+
+def _npy_header(shape, descr="<i2") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()  # the magic string, version and header
+
+
+def test_a_codes_header_claiming_a_terabyte_is_refused_before_reading(exported, tmp_path, capsys):
+    """Issue 18 #8: a .npy header claiming 8 × 1.1e11 int16 made decode allocate 1.8 TiB; the header is now
+    checked against the file's size and MAX_CODES_BYTES before anything is read."""
+    path = tmp_path / "huge.npy"
+    path.write_bytes(_npy_header((8, 110_000_000_000)) + bytes(64))
+    assert main(["decode", str(path), "-o", str(tmp_path / "x.wav"), "--checkpoint", str(exported)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "header declares 1760000000000 bytes of codes, more than" in err, err
+
+
+def test_an_empty_or_truncated_codes_file_is_a_reject_of_a_folder_run(exported, tmp_path, capsys):
+    """Issue 18 #8: an empty .npy raised EOFError, which aborted the folder run."""
+    folder = tmp_path / "codes"
+    folder.mkdir()
+    np.save(folder / "good.npy", np.ones((4, 10), np.int16))
+    (folder / "empty.npy").write_bytes(b"")
+    (folder / "short.npy").write_bytes(_npy_header((4, 10)) + bytes(30))  # 80 bytes declared
+    out = tmp_path / "wavs"
+    assert main(["decode", str(folder), "-o", str(out), "--checkpoint", str(exported), "--quiet"]) == 1
+    assert (out / "good.wav").is_file()
+    reasons = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (out / "rejects.jsonl").open()}
+    assert reasons.keys() == {"empty", "short"}
+    assert reasons["empty"].startswith("not a numpy codes file (EOF")
+    assert reasons["short"] == "header declares 80 bytes of codes, the file holds 30 (truncated?)"
+    assert "2 skipped" in capsys.readouterr().out
+
+
+def test_encode_into_a_folder_another_run_holds_writes_nothing(exported, corpus, tmp_path, capsys):
+    """Issue 18 defect 1 with inputs that would encode: refused before the codec loads (tests/test_output_lock.py
+    covers the lock itself and the other commands)."""
+    from jaxcodec import output_lock
+    from tests.test_output_lock import held_by_child
+
+    out = tmp_path / "codes"
+    with held_by_child(out) as child:
+        assert main(["encode", str(corpus), "-o", str(out), "--checkpoint", str(exported), "--quiet"]) == 2
+        assert [p.name for p in out.iterdir()] == [output_lock.LOCK_NAME]  # the holder's, nothing else
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pid {child.pid}" in err

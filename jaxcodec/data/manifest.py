@@ -117,14 +117,21 @@ def _check_split_options(split_by: str, valid_fraction: float, test_fraction: fl
 # ------------------------------------------------------------------------------------------------- scanning
 
 
-def find_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files under `root` (by extension, any case), sorted by relative path; hidden files and
-    directories (names starting with '.', including our temporary files) are skipped. Symlinked directories are
-    followed (corpora are often assembled from links), each real directory once."""
+def find_files(root: str | os.PathLike, suffixes: Sequence[str] = audio.EXTENSIONS) -> tuple[list[Path], list[dict]]:
+    """(files under `root` with one of `suffixes` (any case), sorted by relative path; the folders that could not
+    be listed, as rejects {"path", "reason", "kind": "folder"}): an unreadable folder is reported, never silently
+    left out. Hidden files and directories (names starting with '.', including our temporary files) are skipped.
+    Symlinked directories are followed (corpora are often assembled from links), each real directory once."""
     root = Path(root)
     seen_dirs: set[str] = set()
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    unreadable: list[dict] = []
+
+    def report(err: OSError) -> None:
+        unreadable.append({"path": str(err.filename), "kind": "folder",
+                           "reason": f"folder not readable ({err.strerror or err}): the files in it are not listed"})
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=report):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink cycle or a second link to a directory already scanned
             dirnames[:] = []
@@ -132,11 +139,11 @@ def find_audio(root: str | os.PathLike) -> list[Path]:
         seen_dirs.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in audio.EXTENSIONS:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in suffixes:
                 path = Path(dirpath, name)
                 found.append((path.relative_to(root).as_posix(), path))
     found.sort()
-    return [path for _, path in found]
+    return [path for _, path in found], sorted(unreadable, key=lambda reject: reject["path"])
 
 
 def _compile_pattern(speaker_pattern: str) -> re.Pattern:
@@ -308,9 +315,10 @@ def scan(root: str | os.PathLike, *, speaker_pattern: str = LIBRISPEECH_PATTERN,
     if not root.is_dir():
         raise ManifestError(f"not a directory: {root}")
 
-    files = find_audio(root)
+    files, unreadable = find_files(root)
     if not files:
-        raise ManifestError(f"no audio files ({', '.join(audio.EXTENSIONS)}) under {root}")
+        unlisted = f"; {len(unreadable)} folders could not be read, e.g. {unreadable[0]['path']}" if unreadable else ""
+        raise ManifestError(f"no audio files ({', '.join(audio.EXTENSIONS)}) under {root}{unlisted}")
     fixed_splits = {**{s: "valid" for s in valid_speakers}, **{s: "test" for s in test_speakers}}
     planned = _plan(root, files, pattern, split_by, id_from, valid_fraction, test_fraction, fixed_splits)
     _check_unique_ids(planned, id_from)
@@ -318,7 +326,7 @@ def scan(root: str | os.PathLike, *, speaker_pattern: str = LIBRISPEECH_PATTERN,
 
     headers = _read_headers(files, workers, progress)
     transcripts = _Transcripts()
-    entries, rejects = [], []
+    entries, rejects = [], list(unreadable)
     for item, header in zip(planned, headers, strict=True):
         if isinstance(header, str):
             rejects.append({"path": str(item.path), "reason": header})
@@ -466,8 +474,12 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as err:
         print(f"jaxcodec manifest: error: {err}", file=sys.stderr)
         return 2
+    for folder in (reject for reject in rejects if reject.get("kind") == "folder"):
+        print(f"jaxcodec manifest: warning: {folder['path']}: {folder['reason']}", file=sys.stderr)
     print(f"wrote {args.output}")
     print(summary(entries))
     if rejected is not None:
-        print(f"{len(rejects)} files rejected, see {rejected}")
+        folders = sum(reject.get("kind") == "folder" for reject in rejects)
+        print(f"{len(rejects) - folders} files{f' and {folders} unreadable folders' if folders else ''} "
+              f"rejected, see {rejected}")
     return 0

@@ -15,6 +15,7 @@ A shard set is a directory:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,14 +23,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from jaxcodec import atomic
+from jaxcodec import atomic, output_lock
 
 FORMAT = "jaxcodec-shards"
 FORMAT_VERSION = 1
@@ -163,6 +164,38 @@ def check_existing(out: Path, count: int, provenance: dict, source: dict, fields
                                  f"({', '.join(diff)}); use a fresh --out")
 
 
+SHARD_LOCK_GLOB = ".jaxcodec.shard-*.lock"
+
+
+def shard_lock_name(index: int) -> str:
+    return SHARD_LOCK_GLOB.replace("*", f"{index:05d}")
+
+
+@contextlib.contextmanager
+def writing(out: str | os.PathLike, shard_index: int | None) -> Iterator[None]:
+    """Holds the locks of a run writing the shard set `out` (jaxcodec.output_lock), refusing in one line when
+    another run writes it. A run of the whole set holds the set's lock; one process of a job array
+    (`--shard-index I`, on any host) holds its shard's lock only, so that the array's processes run side by side.
+    Each kind looks for the other once it holds its own, so of two that start together at least one sees the
+    other: a whole run refuses while a shard's process runs, and a shard's process while a whole run does."""
+    out = Path(out)
+    if shard_index is None:
+        with output_lock.held(out):
+            for lock in sorted(out.glob(SHARD_LOCK_GLOB)):
+                if (holder := output_lock.live_holder(lock)) is not None:
+                    raise output_lock.OutputLockError(
+                        f"{out} is in use by {output_lock.describe(holder)}, which writes one of its shards; "
+                        f"wait for it, or delete {lock} if that run has ended")
+            yield
+    else:
+        with output_lock.held(out, shard_lock_name(shard_index)):
+            if (holder := output_lock.live_holder(out / output_lock.LOCK_NAME)) is not None:
+                raise output_lock.OutputLockError(
+                    f"{out} is in use by {output_lock.describe(holder)}, which writes the whole set; wait for "
+                    f"it, or delete {out / output_lock.LOCK_NAME} if that run has ended")
+            yield
+
+
 class ShardWriter:
     """Writes one shard under a temporary name; `commit` renames it and then writes its part-index."""
 
@@ -172,7 +205,10 @@ class ShardWriter:
         self.directory = Path(directory)
         self.index, self.count, self.fields = index, count, fields
         self.name = shard_name(index, count)
-        self.tmp_path = self.directory / (atomic.tmp_prefix(self.name) + str(os.getpid()))
+        # ArrayRecordWriter opens (and truncates) whatever its path names, following a symlink: the temporary is
+        # first created exclusively under a random name (jaxcodec.atomic), so the path it opens is a new regular
+        # file of this process, not a file or link planted at a predictable name.
+        self.tmp_path = atomic.create_temporary(self.directory / self.name)
         self._writer = ArrayRecordWriter(str(self.tmp_path), WRITER_OPTIONS)
         self.ids: list[str] = []
         self.splits: list[str] = []
@@ -186,16 +222,18 @@ class ShardWriter:
                 got = f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
                 raise ShardError(f"record {record.get('id')!r}: field {key!r} is {got}, expected "
                                  f"{spec['dtype']}{spec['shape']}")
-        self._writer.write(encode_record(record))
+        with self._failing_write_named():
+            self._writer.write(encode_record(record))
         self.ids.append(str(record["id"]))
         self.splits.append(str(record.get("split", "train")))
         self.num_samples.append(int(record["num_samples"]))
         self.audio_seconds += int(record["num_samples"]) / int(record["sample_rate"])
 
     def commit(self, provenance: dict, rejects: Sequence[dict], source: dict, code_version: str = "") -> dict:
-        self._writer.close()
-        with open(self.tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        with self._failing_write_named():
+            self._writer.close()
+            with open(self.tmp_path, "rb") as f:
+                os.fsync(f.fileno())
         part = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -222,8 +260,19 @@ class ShardWriter:
 
     def abort(self) -> None:
         if self._writer.is_open():
-            self._writer.close()
+            with contextlib.suppress(RuntimeError, OSError):  # the write that failed may fail again on close
+                self._writer.close()
         self.tmp_path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _failing_write_named(self):
+        """array_record reports a full disk or a file-size limit as a RuntimeError naming only its temporary: say
+        which shard could not be written and why, in one line."""
+        try:
+            yield
+        except (RuntimeError, OSError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ShardError(f"writing {self.directory / self.name} failed: {reason}") from err
 
 
 # --- index -----------------------------------------------------------------------------------------------------
@@ -288,10 +337,54 @@ def load_index(directory: str | os.PathLike) -> dict:
         index = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ShardError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(index, dict):
+        raise ShardError(f"{path}: must hold a JSON object, got a {type(index).__name__}")
     if index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
         raise ShardError(f"{path}: format {index.get('format')!r} v{index.get('format_version')} is not "
                          f"{FORMAT} v{FORMAT_VERSION}")
+    if problem := _index_problem(index):
+        raise ShardError(f"{path}: {problem} (damaged or edited; `jaxcodec precompute --out {directory} "
+                         f"--merge-index` rebuilds it from the parts)")
     return index
+
+
+# What merge_index writes and readers use, by JSON type: an index.json lacking one is refused by load_index, in
+# one line, before any command indexes into it.
+INDEX_TYPES = {"num_records": int, "audio_seconds": int | float, "splits": dict, "num_rejects": int, "fields": dict,
+               "provenance": dict, "shards": list}
+SHARD_ENTRY_TYPES = {"file": str, "records": int, "bytes": int, "sha256": str, "ids": list, "num_samples": list}
+FIELD_SPEC_TYPES = {"dtype": str, "shape": list}
+
+
+def _json_type(kind) -> str:
+    names = {int: "JSON integer", float: "JSON number", int | float: "JSON number", str: "JSON string",
+             list: "JSON array", dict: "JSON object", bool: "JSON boolean", type(None): "JSON null"}
+    return names.get(kind, kind.__name__)
+
+
+def _index_problem(index: dict) -> str | None:
+    """The first key of a parsed index.json that is missing or of the wrong JSON type, or None."""
+    def wrong(mapping: dict, types: dict, where: str) -> str | None:
+        for key, kind in types.items():
+            if key not in mapping:
+                return f"{where}has no {key!r}"
+            if not isinstance(mapping[key], kind) or isinstance(mapping[key], bool):
+                return f"{where}{key!r} is a {_json_type(type(mapping[key]))}, not a {_json_type(kind)}"
+        return None
+
+    if problem := wrong(index, INDEX_TYPES, ""):
+        return problem
+    for key, spec in index["fields"].items():
+        if not isinstance(spec, dict):
+            return f"field {key!r} is a {_json_type(type(spec))}, not a JSON object"
+        if problem := wrong(spec, FIELD_SPEC_TYPES, f"field {key!r} "):
+            return problem
+    for i, shard in enumerate(index["shards"]):
+        if not isinstance(shard, dict):
+            return f"shards[{i}] is a {_json_type(type(shard))}, not a JSON object"
+        if problem := wrong(shard, SHARD_ENTRY_TYPES, f"shards[{i}] "):
+            return problem
+    return None
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
@@ -340,6 +433,15 @@ def describe_teachers(provenance: dict) -> dict[str, str]:
             f" ({content['random_init']})" if content.get("random_init") else "")
     return {"content": content_text, "acoustic": f"{acoustic.get('model')} ({acoustic.get('dim')}-d)"}
 
+ERROR_CHARS = 200  # a library error quoted in a one-line message is cut here (orbax's run to hundreds of lines)
+
+
+def error_line(err: BaseException) -> str:
+    """A library error for a one-line message: its first line (its type's name if it has none), shortened."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "…"
+
+
 class ShardReader:
     """Random access to the records of a shard set by global index (a grain RandomAccessDataSource)."""
 
@@ -350,6 +452,13 @@ class ShardReader:
         missing = [p.name for p in self.files if not p.is_file()]
         if missing:
             raise ShardError(f"{self.directory}: shard file {missing[0]} is missing ({len(missing)} in all)")
+        for path, shard in zip(self.files, self.index["shards"], strict=True):  # cheap: no file is read
+            if path.stat().st_size != shard["bytes"]:
+                raise self._damaged(path, f"{path.stat().st_size} bytes, index.json says {shard['bytes']}")
+            listed = {len(shard[key]) for key in ("ids", "splits", "num_samples")}
+            if listed != {shard["records"]}:
+                raise ShardError(f"{self.directory / INDEX_NAME}: {path.name} claims {shard['records']} records but "
+                                 f"lists {sorted(listed)} ids/splits/lengths (damaged or edited index)")
         counts = np.array([shard["records"] for shard in self.index["shards"]], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         self.ids = [i for shard in self.index["shards"] for i in shard["ids"]]
@@ -382,12 +491,35 @@ class ShardReader:
             if shard not in self._readers:
                 from array_record.python.array_record_module import ArrayRecordReader
 
-                self._readers[shard] = ArrayRecordReader(str(self.files[shard]), "readahead_buffer_size:0")
+                path, claimed = self.files[shard], self.index["shards"][shard]["records"]
+                try:
+                    reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+                    held = reader.num_records()
+                except (RuntimeError, ValueError, OSError) as err:
+                    raise self._damaged(path, f"cannot be opened ({error_line(err)})") from None
+                if held != claimed:
+                    reader.close()
+                    raise self._damaged(path, f"holds {held} records, index.json says {claimed}")
+                self._readers[shard] = reader
             return self._readers[shard]
+
+    def check_files(self) -> None:
+        """Opens every shard once (cheap: no record is read): a file that is not an ArrayRecord file, or holds
+        another number of records than index.json says, is a one-line ShardError naming it, before a run starts."""
+        for shard in range(len(self.files)):
+            self._reader(shard)
 
     def __getitem__(self, record: int) -> dict[str, Any]:
         shard, local = self.locate(int(record))
-        return decode_record(self._reader(shard).read([local])[0])
+        reader = self._reader(shard)
+        try:  # array_record reports a damaged chunk as a RuntimeError that names no file
+            return decode_record(reader.read([local])[0])
+        except (RuntimeError, ValueError, TypeError, KeyError, msgpack.ExtraData, msgpack.FormatError) as err:
+            raise self._damaged(self.files[shard], f"record {local} cannot be read ({error_line(err)})") from None
+
+    def _damaged(self, path: Path, problem: str) -> ShardError:
+        return ShardError(f"{path}: {problem}; the shard set is damaged: `jaxcodec shards verify {self.directory}` "
+                          f"lists every bad shard, to precompute again")
 
     def __getitems__(self, records: Sequence[int]) -> list[dict[str, Any]]:
         return [self[r] for r in records]
@@ -491,7 +623,8 @@ def verify(directory: str | os.PathLike, manifest_ids: Iterable[str] | None = No
             seen[utt] = name
         reader = ArrayRecordReader(str(path), "readahead_buffer_size:0")
         try:
-            if reader.num_records() != shard["records"] or len(shard["ids"]) != shard["records"]:
+            if shard["records"] != reader.num_records() or not (
+                    len(shard["ids"]) == len(shard["num_samples"]) == shard["records"]):
                 problems.append(f"{name}: {reader.num_records()} records, index.json says {shard['records']}")
                 continue
             if deep:
@@ -504,10 +637,15 @@ def verify(directory: str | os.PathLike, manifest_ids: Iterable[str] | None = No
     rejects_path = directory / REJECTS_NAME
     rejected: set[str] = set()
     if rejects_path.is_file():
-        for line in rejects_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
+        for number, line in enumerate(rejects_path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                row = "not JSON"
+            if isinstance(row, dict):
                 rejected.add(row.get("id", row.get("path")))
+            elif row is not None:
+                problems.append(f"{REJECTS_NAME} line {number}: not a JSON object")
         if len(rejected) != index.get("num_rejects", len(rejected)):
             problems.append(f"{REJECTS_NAME}: {len(rejected)} rejects, index.json says {index['num_rejects']}")
     both = sorted(rejected & set(seen))
@@ -531,7 +669,8 @@ def _check_record(name: str, local: int, raw: bytes, shard: dict, fields: dict, 
     where = f"{name} record {local}"
     try:
         record = decode_record(raw)
-    except (ShardError, ValueError, msgpack.ExtraData, msgpack.FormatError) as err:
+    # TypeError/KeyError: an array entry whose data, dtype or shape is of the wrong type, or missing.
+    except (ShardError, ValueError, TypeError, KeyError, msgpack.ExtraData, msgpack.FormatError) as err:
         return [f"{where}: undecodable ({err})"]
     problems = []
     if record.get("id") != shard["ids"][local]:
@@ -549,6 +688,6 @@ def _check_record(name: str, local: int, raw: bytes, shard: dict, fields: dict, 
         frames = -(-len(audio) // hop)
         for key, spec in fields.items():
             value = record.get(key)
-            if spec["shape"][0] == "frames" and isinstance(value, np.ndarray) and len(value) != frames:
+            if spec["shape"][:1] == ["frames"] and isinstance(value, np.ndarray) and len(value) != frames:
                 problems.append(f"{where}: {key} has {len(value)} frames, {len(audio)} samples need {frames}")
     return problems

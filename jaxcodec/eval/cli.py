@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-q", dest="n_q", help="bitrates as RVQ levels: 'A..B' or '1,2,4,8' (default: all)")
     parser.add_argument("--max-utterances", type=int, help="evaluate at most this many utterances of the split")
     parser.add_argument("--speaker-encoder", default="resemblyzer",
-                        help="resemblyzer (offline), ecapa, ecapa:DIR_OR_ID, or none (default: %(default)s)")
+                        help="resemblyzer (offline), ecapa, ecapa:DIR_OR_ID (a DIR is read weights only, its "
+                             "hyperparams.yaml not run), or none (default: %(default)s)")
     parser.add_argument("--asr", default="pocketsphinx",
                         help="WER recogniser: pocketsphinx (offline), a transformers ASR model id or directory "
                              "(run by teachers.asr, PyTorch), or none (default: %(default)s)")
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jaxcodec import output_lock
     from jaxcodec.data.manifest import ManifestError
     from jaxcodec.eval import evaluate, report
 
@@ -65,8 +67,9 @@ def main(args: argparse.Namespace) -> int:
             asr=None if args.asr == "none" else args.asr, voice_conversion=not args.no_vc, probes=not args.no_probes,
             probe_split=args.probe_split, labels=args.labels, samples=args.samples,
             workers=max(args.workers, 1))
-        result = evaluate.evaluate(options)
-        path = report.render(args.out, result)
+        with output_lock.held(args.out):  # one evaluation writes a report folder at a time
+            result = evaluate.evaluate(options)
+            path = report.render(args.out, result)
         print(f"report: {path}")
         return 0
     except (evaluate.EvalError, ManifestError, FileNotFoundError, ValueError) as err:

@@ -3,13 +3,12 @@ in a subprocess, because jaxcodec never imports torch: a list of audio files goe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from jaxcodec import python_child
 from jaxcodec.eval.metrics import MetricUnavailable
 
 T = TypeVar("T")
@@ -25,8 +24,8 @@ def run_on_files(module: str, paths: list[str | Path], options: list[str], suffi
     with tempfile.TemporaryDirectory(prefix="jaxcodec-tool-") as tmp:
         listing, out = Path(tmp) / "files.txt", Path(tmp) / f"out{suffix}"
         listing.write_text("\n".join(str(p) for p in paths) + "\n")
-        done = subprocess.run([sys.executable, "-m", module, "--list", str(listing), "--out", str(out), *options],
-                              capture_output=True, text=True)
+        done = python_child.run(module, ["--list", str(listing), "--out", str(out), *options],
+                                capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             if "No module named" in last:

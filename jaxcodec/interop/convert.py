@@ -10,6 +10,7 @@ saved with its weight norm removed (`weight` instead of `weight_g`/`weight_v`) i
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import numpy as np
@@ -136,6 +137,34 @@ def _frame_rate(sample_rate: float, ratios) -> float:
     return sample_rate / float(np.prod(ratios))
 
 
+# The peer config.json values jaxcodec computes with (a frame rate, a level count, an order), not only compares:
+# each is checked first so a malformed file gets a line naming the key instead of a traceback from the arithmetic.
+PEER_POSITIVE_INTEGERS = {"encodec": ("sampling_rate", "codebook_size"), "speechtokenizer": ("n_q",)}
+PEER_POSITIVE_INTEGER_LISTS = {"encodec": ("upsampling_ratios",), "speechtokenizer": ()}
+PEER_POSITIVE_NUMBER_LISTS = {"encodec": ("target_bandwidths",), "speechtokenizer": ()}
+
+
+def _is_positive_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_peer_config(peer: str, c) -> None:
+    """InteropError naming the first key of the peer's config.json that cannot be computed with."""
+    if not isinstance(c, dict):
+        raise InteropError(f"must hold a JSON object, got a {type(c).__name__}")
+    for key in PEER_POSITIVE_INTEGERS[peer]:
+        if key in c and not _is_positive_integer(c[key]):
+            raise InteropError(f"'{key}' must be a positive integer, got {c[key]!r}")
+    for key in PEER_POSITIVE_INTEGER_LISTS[peer]:
+        if key in c and not (isinstance(c[key], list) and c[key] and all(map(_is_positive_integer, c[key]))):
+            raise InteropError(f"'{key}' must be a non-empty list of positive integers, got {c[key]!r}")
+    for key in PEER_POSITIVE_NUMBER_LISTS[peer]:
+        value = c.get(key)
+        if key in c and not (isinstance(value, list) and value and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf for x in value)):
+            raise InteropError(f"'{key}' must be a non-empty list of positive numbers, got {value!r}")
+
+
 def _encodec_facts(c: dict) -> dict:
     """transformers' EncodecConfig (config.json) in jaxcodec's terms; n_q from the largest target bandwidth."""
     bits = np.log2(c.get("codebook_size", 1024))
@@ -164,7 +193,9 @@ def _speechtokenizer_facts(c: dict) -> dict:
 
 
 def config_mismatches(peer: str, peer_config: dict, config: Config) -> list[str]:
-    """Where the peer's own config.json disagrees with --config ('key: peer X, config Y'); unknown keys pass."""
+    """Where the peer's own config.json disagrees with --config ('key: peer X, config Y'); unknown keys pass.
+    InteropError when a value it computes with is malformed."""
+    _check_peer_config(peer, peer_config)
     facts = _encodec_facts(peer_config) if peer == "encodec" else _speechtokenizer_facts(peer_config)
     problems = []
     for key, theirs in facts.items():

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxcodec import atomic
+from jaxcodec import atomic, python_child
 from jaxcodec import config as config_lib
 from jaxcodec.interop import convert
 from jaxcodec.interop.layout import FORMATS, InteropError
@@ -63,14 +61,21 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
 def _torch_to_tensors(path: Path) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="jaxcodec-import-") as tmp:
         out = Path(tmp) / "weights.safetensors"
-        done = subprocess.run([sys.executable, "-m", "teachers.torch_state", str(path), str(out)],
-                              capture_output=True, text=True)
+        done = python_child.run("teachers.torch_state", [str(path), str(out)], capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             if "No module named 'torch'" in last:
                 last = "reading a PyTorch file needs torch (pip install 'jaxcodec[teachers]'), or convert it first"
             raise InteropError(f"{path}: {last.removeprefix('error: ')}")
         return read_safetensors(out)[0]
+
+
+def _read_peer_config(path: Path):
+    """The parsed config.json beside a checkpoint (its values are checked by convert.config_mismatches)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InteropError(f"{path}: not a readable JSON file ({str(err).splitlines()[0]})") from None
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, np.ndarray], dict | None, Path]:
@@ -80,7 +85,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, np.ndarray], dict | N
         raise InteropError(f"{source}: no such file or folder")
     weights = _weights_file(source) if source.is_dir() else source
     config_json = weights.parent / "config.json"
-    peer_config = json.loads(config_json.read_text()) if config_json.is_file() else None
+    peer_config = _read_peer_config(config_json) if config_json.is_file() else None
     if weights.suffix in TORCH_SUFFIXES:
         tensors = _torch_to_tensors(weights)
     else:
@@ -98,7 +103,10 @@ def import_codec(peer: str, source: str | Path, config) -> tuple:
     convert.check_model_supported(peer, config)
     tensors, peer_config, weights = read_checkpoint(source)
     if peer_config is not None:
-        problems = convert.config_mismatches(peer, peer_config, config)
+        try:
+            problems = convert.config_mismatches(peer, peer_config, config)
+        except InteropError as err:
+            raise InteropError(f"{weights.parent / 'config.json'}: {err}") from None
         if problems:
             raise InteropError(f"{weights.parent / 'config.json'} disagrees with --config: {problems[0]}"
                                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

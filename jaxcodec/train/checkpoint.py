@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -25,10 +27,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
+from jaxcodec.data.shards import error_line
+
 PyTree = Any
 log = logging.getLogger(__name__)
 
 _STATE, _DATA, _CONFIG = "state", "data", "config"
+
+
+DAMAGED_SUFFIX = "-damaged"  # checkpoints that did not restore go to `<directory>-damaged/<step>`
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {error_line(err)}"
 
 
 class CheckpointError(RuntimeError):
@@ -127,6 +138,61 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored[_STATE], step
 
+    def restore_newest(
+        self, abstract_state: PyTree, *, data_iterator: Any = None, check: Callable[[int, dict | None], None] = None
+    ) -> tuple[PyTree, int, list[tuple[int, str]]]:
+        """Restores the newest step that restores completely, as `restore` does; returns (state, step, skipped):
+        the newer steps passed over, each with the reason, newest first. A damaged step (a truncated or missing
+        file, lost metadata: any error of reading it) is passed over; `check(step, saved config)` runs before a
+        step is read and its errors propagate (a config that refuses the run refuses every step). The skipped
+        steps are moved to `damaged_directory`, so saving those steps again starts afresh (orbax skips a step
+        that exists). CheckpointError when no step restores."""
+        skipped: list[tuple[int, str]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                saved = self.saved_config(step)
+            except Exception as err:  # noqa: BLE001 -- orbax and tensorstore raise many types for damage
+                skipped.append((step, _reason(err)))
+                continue
+            if check is not None:
+                check(step, saved)
+            try:
+                state, step = self.restore(abstract_state, step=step, data_iterator=data_iterator)
+            except Exception as err:  # noqa: BLE001
+                skipped.append((step, _reason(err)))
+                continue
+            self._set_aside([s for s, _ in skipped])
+            return state, step, skipped
+        tried = "; ".join(f"step {s}: {why}" for s, why in skipped)
+        raise CheckpointError(f"no checkpoint in {self.directory} restores ({tried}); use a new --workdir, "
+                              f"or move the damaged checkpoints away")
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            os.makedirs(self.damaged_directory, exist_ok=True)
+            for step in steps:
+                target = os.path.join(self.damaged_directory, str(step))
+                if os.path.exists(target):  # set aside before: keep both
+                    target += f".{time.time_ns()}"
+                os.replace(os.path.join(self.directory, str(step)), target)
+                self._metadata.pop(step, None)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxcodec checkpoints set aside")
+        self._manager.reload()
+
+    @property
+    def directory(self) -> str:
+        return os.fspath(self._manager.directory)
+
+    @property
+    def damaged_directory(self) -> str:
+        """Where `restore_newest` moves the steps that did not restore, one folder per step."""
+        return self.directory + DAMAGED_SUFFIX
+
     def all_steps(self) -> list[int]:
         """Finalized steps, oldest first; a save still in flight in this process is not listed."""
         steps = sorted(self._manager.all_steps())
@@ -188,7 +254,11 @@ class Checkpointer:
 
     def _check_shapes(self, step: int, abstract_state: PyTree) -> None:
         """Fails with the first key whose stored shape differs from the requested one (orbax's error names none)."""
-        stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(self._item_metadata(step)[_STATE].tree)}
+        metadata = self._item_metadata(step)[_STATE]
+        if metadata is None:  # orbax lists the item but cannot read its _METADATA file
+            raise CheckpointError(f"checkpoint step {step}: the state's metadata (state/_METADATA) is missing or "
+                                  f"unreadable")
+        stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(metadata.tree)}
         wanted = set()
         for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
             # Orbax names a stored array by its key path joined with '.', the same way as here.

@@ -10,6 +10,7 @@ W/checkpoints/ (orbax), W/tensorboard/ (scalars, validation audio and spectrogra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcodec import atomic, audio, losses
+from jaxcodec import atomic, audio, losses, output_lock
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
@@ -27,7 +28,7 @@ from jaxcodec.eval import metrics as eval_metrics
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
-from jaxcodec.train.checkpoint import Checkpointer
+from jaxcodec.train.checkpoint import Checkpointer, CheckpointError
 from jaxcodec.train.tensorboard import TensorBoard
 
 # Config keys whose change would alter array shapes or the data stream: a resumed run must keep them.
@@ -36,6 +37,9 @@ RESUME_FIXED = ("model.", "rvq.n_q", "rvq.codebook_size", "disc.", "loss.balance
 SAMPLES_PER_VALIDATION = 2  # validation reconstructions written as WAV files at each validation
 PESQ_CLIPS = 8  # validation crops scored with PESQ and STOI (a cheap trend line; `jaxcodec eval` scores whole files)
 BEST_METRIC = "valid_mel"
+# The shard set a workdir trains on (its index's shard checksums, and the --data path it was given): a resume
+# on another set would silently change the data stream, so it is refused unless --allow-new-data.
+DATA_FILE = "data.json"
 
 
 class TrainingError(RuntimeError):
@@ -74,6 +78,27 @@ def _to_python(tree) -> dict:
     return {k: (v.item() if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in tree.items()}
 
 
+def _metrics_rows(path: Path, log) -> list[tuple[str, dict]]:
+    """(line, parsed row) of each line of metrics.jsonl. A last line cut short (a run killed mid-write) is
+    dropped with a warning; an invalid line anywhere else means the file was damaged or edited: TrainingError."""
+    lines = [(number, line) for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        except ValueError as err:
+            if number == lines[-1][0]:
+                log(f"warning: {path}: line {number} is incomplete (a run stopped while writing it); dropped")
+                continue
+            raise TrainingError(f"{path}: line {number} is not a JSON object ({err}); fix or delete that line "
+                                f"to resume") from None
+        rows.append((line, row))
+    return rows
+
+
 class _Logs:
     """Where a run reports, written by process 0 only (every process computes the same global metrics):
     metrics.jsonl, appended and flushed line by line (a killed run loses at most the line being written), the
@@ -87,8 +112,7 @@ class _Logs:
         if self.lead:
             path = workdir / "metrics.jsonl"
             if path.exists():  # drop lines of steps a resumed run will redo
-                kept = [line for line in path.read_text().splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) < start_step]
+                kept = [line for line, row in _metrics_rows(path, self.log) if row.get("step", 0) < start_step]
                 atomic.write_text(path, "".join(line + "\n" for line in kept))
             self.file = open(path, "a", encoding="utf-8")
 
@@ -161,25 +185,57 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
     return {f"valid_{name}": value / count for name, value in totals.items()}, extras
 
 
-def train(config: Config, data: str | Path, workdir: str | Path, log=print, time_budget: float | None = None) -> dict:
+def train(config: Config, data: str | Path, workdir: str | Path, log=print, time_budget: float | None = None,
+          allow_new_data: bool = False) -> dict:
     """Runs (or resumes) training to `train.num_steps`; returns the last logged metrics.
 
     `time_budget` (seconds from the call, e.g. a demo's): once it is spent the loop validates, checkpoints the
-    step it reached and returns early (`last["stopped_early"]`); the same call later resumes from there."""
+    step it reached and returns early (`last["stopped_early"]`); the same call later resumes from there.
+    A resume on another shard set than the workdir's is refused unless `allow_new_data`."""
     entered = time.perf_counter()
     deadline = None if time_budget is None else time.monotonic() + time_budget
     sharding.maybe_initialize_distributed()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = sharding.make_mesh(config.mesh)
-    reader = ShardReader(data)
-    has_valid = len(reader.indices("valid")) >= config.train.batch_size
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
-                                best_metric=BEST_METRIC)
+    # One run per workdir (jaxcodec.output_lock), taken before anything is compiled or written. The processes of a
+    # multi-host run share the workdir: process 0, which writes its files, holds the lock for all of them.
+    with output_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        mesh = sharding.make_mesh(config.mesh)
+        reader = ShardReader(data)
+        reader.check_files()  # before anything compiles: every shard opens and holds the records index.json says
+        has_valid = len(reader.indices("valid")) >= config.train.batch_size
+        checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
+                                    best_metric=BEST_METRIC)
+        try:
+            check_data(workdir, reader, resuming=checkpointer.latest_step() is not None, allow_new=allow_new_data,
+                       log=log)
+            return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline, entered)
+        finally:
+            checkpointer.close()
+
+
+def _data_identity(reader: ShardReader) -> dict:
+    return {"path": str(reader.directory.resolve()),
+            "shards_sha256": [shard["sha256"] for shard in reader.index["shards"]]}
+
+
+def check_data(workdir: Path, reader: ShardReader, resuming: bool, allow_new: bool = False, log=print) -> None:
+    """Records the shard set's identity in workdir/data.json; on a resume, refuses (TrainingError) a shard set
+    with other contents unless `allow_new` (which then records the new one). A workdir from before data.json
+    (or from `jaxcodec import`) gets it now."""
+    path, current = workdir / DATA_FILE, _data_identity(reader)
     try:
-        return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline, entered)
-    finally:
-        checkpointer.close()
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except json.JSONDecodeError as err:
+        raise TrainingError(f"{path}: not valid JSON ({err}); delete it to record --data afresh") from None
+    if resuming and saved is not None and saved.get("shards_sha256") != current["shards_sha256"]:
+        if not allow_new:
+            raise TrainingError(f"{workdir} was trained on the shards in {saved.get('path')}; --data "
+                                f"{current['path']} holds other shards: pass --allow-new-data to continue the run "
+                                f"on them, or use a new --workdir")
+        log(f"continuing on new data: {current['path']} (was {saved.get('path')})")
+    if saved != current and jax.process_index() == 0:
+        atomic.write_json(path, current)
 
 
 def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer: Checkpointer, has_valid: bool,
@@ -200,11 +256,18 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                                     process_count=jax.process_count())
     iterator = pipeline.make_iterator(dataset)
     if start is not None:
-        changed = check_resumable(checkpointer.saved_config(start) or {}, config)
+        changed: list[str] = []
+
+        def check(step: int, saved: dict | None) -> None:
+            changed[:] = check_resumable(saved or {}, config)
+
+        abstract_state = state_lib.abstract_with_shardings(shapes, shardings)
+        state, start, skipped = checkpointer.restore_newest(abstract_state, data_iterator=iterator, check=check)
+        for step, reason in skipped:
+            log(f"checkpoint step {step} skipped, it does not restore ({reason}); moved to "
+                f"{checkpointer.damaged_directory}/{step}")
         if changed:
             log(f"resuming with changed settings: {', '.join(changed)}")
-        abstract_state = state_lib.abstract_with_shardings(shapes, shardings)
-        state, start = checkpointer.restore(abstract_state, data_iterator=iterator)
         log(f"resumed from step {start} in {workdir}")
     else:
         start = 0
@@ -284,7 +347,7 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
     step, metrics = pending
     row = _to_python(jax.device_get(metrics))
     if int(row["skipped"]) and int(jax.device_get(state["skips"])) >= tc.max_consecutive_skips:
-        raise TrainingError(f"{tc.max_consecutive_skips} consecutive steps had non-finite losses or gradients "
+        raise TrainingError(f"{tc.max_consecutive_skips} consecutive steps had non-finite losses, gradients or updates "
                             f"(last at step {step}); the last good checkpoint is kept. Lower the learning rate "
                             f"or check the data")
     elapsed = time.perf_counter() - started
@@ -304,12 +367,14 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
 
 
 def main(args) -> int:
+    # Outside the try: a ConfigError reaches the CLI, which prints one line per out-of-range value.
+    config = config_lib.load(args.config, args.overrides)
     try:
-        config = config_lib.load(args.config, args.overrides)
         minutes = getattr(args, "minutes", None)
-        train(config, args.data, args.workdir, time_budget=None if minutes is None else minutes * 60)
+        train(config, args.data, args.workdir, time_budget=None if minutes is None else minutes * 60,
+              allow_new_data=getattr(args, "allow_new_data", False))
         return 0
-    except (TrainingError, ShardError, ValueError) as err:
+    except (TrainingError, ShardError, CheckpointError, ValueError) as err:
         print(f"jaxcodec train: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 

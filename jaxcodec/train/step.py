@@ -14,7 +14,7 @@ Order within a step (one generator forward):
 3. Discriminator loss on the real batch and the stop-gradient reconstruction, discriminator update (GAN step
    only; the generator-only step leaves the discriminator state untouched). The discriminators run forward once on
    each batch; both losses are pulled back from those passes (`_grads`).
-4. If any loss or gradient is not finite, nothing is updated (parameters, optimizer states, codebooks,
+4. If any loss, gradient or update is not finite, nothing is updated (parameters, optimizer states, codebooks,
    balancer), the step still advances (its batch was consumed), and `skips` counts consecutive skips; the loop
    stops the run after `train.max_consecutive_skips`.
 """
@@ -197,9 +197,11 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict, adversa
     # 4. all or nothing
     weights = _weights(config)
     total = sum(weights[name] * value for name, value in g.terms.items())
-    finite = jnp.isfinite(total) & _all_finite(g.generator)
+    # The updates too: finite gradients still give a non-finite update under a NaN or overflowing learning rate or
+    # optimizer state, and applying it would leave every parameter NaN.
+    finite = jnp.isfinite(total) & _all_finite(g.generator) & _all_finite(updates)
     if adversarial:
-        finite = finite & jnp.isfinite(g.disc_loss) & _all_finite(g.disc)
+        finite = finite & jnp.isfinite(g.disc_loss) & _all_finite(g.disc) & _all_finite(d_updates)
     candidate = {
         "codec": {"params": codec_params, "rest": codec_rest},
         "disc": {"params": disc_params, "rest": state["disc"]["rest"]},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -341,3 +342,46 @@ def test_no_jax_no_torch():
     code = "import sys, jaxcodec.data.manifest; print(sorted({'jax', 'torch', 'flax'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _corpus_with_a_locked_folder(root: Path) -> Path:
+    write_clip(root / "s1" / "a.wav", 800, 8_000)
+    return write_clip(root / "s2" / "b.wav", 800, 8_000).parent
+
+
+def _check_the_locked_folder_is_reported(root: Path, locked: Path, capsys) -> None:
+    out = root.parent / "manifest.jsonl"
+    assert manifest.run(parse([str(root), "-o", str(out), "--split-by", "utterance", "--workers", "1"])) == 0
+    captured = capsys.readouterr()
+    assert f"jaxcodec manifest: warning: {locked}: folder not readable (Permission denied)" in captured.err
+    assert "0 files and 1 unreadable folders rejected" in captured.out
+    assert [e["id"] for e in manifest.read(out)] == ["a"]
+    rejects = [json.loads(line) for line in manifest.rejects_path(out).read_text().splitlines()]
+    assert [(r["path"], r["kind"]) for r in rejects] == [(str(locked), "folder")]
+
+
+def test_an_unreadable_folder_is_reported_not_skipped(tmp_path, capsys, monkeypatch):
+    """Issue 18 #7: os.walk without onerror skipped a folder it could not list without a word. Listing fails here
+    by os.scandir raising PermissionError for one folder (as for chmod 000), so the test also runs as root."""
+    root = (tmp_path / "corpus").absolute()
+    locked = _corpus_with_a_locked_folder(root)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    _check_the_locked_folder_is_reported(root, locked, capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+def test_a_chmod_000_folder_is_reported_not_skipped(tmp_path, capsys):
+    root = (tmp_path / "corpus").absolute()
+    locked = _corpus_with_a_locked_folder(root)
+    os.chmod(locked, 0)
+    try:
+        _check_the_locked_folder_is_reported(root, locked, capsys)
+    finally:
+        os.chmod(locked, 0o755)

@@ -181,6 +181,48 @@ def test_verify_detects_a_flipped_byte(tmp_path):
     assert problems == ["shard-00001-of-00002.array_record: sha256 differs from index.json (file changed or corrupt)"]
 
 
+RECORD_BYTE = 2000  # inside a shard's first record (riegeli's file header is shorter, its next block header at 64 KiB)
+
+
+def test_reading_a_corrupt_shard_names_the_file(tmp_path):
+    """Issue 18 #12: array_record reports a damaged chunk as 'chunk data hash mismatch', naming no file; the reader
+    (and so the training pipeline) raises a ShardError naming the shard."""
+    write_set(tmp_path)
+    path = tmp_path / "shard-00001-of-00002.array_record"
+    data = bytearray(path.read_bytes())
+    data[RECORD_BYTE] ^= 0xFF  # same size: the cheap checks at open pass, the record's checksum does not
+    path.write_bytes(bytes(data))
+    reader = shards.ShardReader(tmp_path)
+    with pytest.raises(shards.ShardError, match=r"shard-00001-of-00002\.array_record: record 0 cannot be read "
+                                                r"\(.*chunk data hash mismatch"):
+        reader.__getitems__(range(len(reader)))
+    reader.check_files()  # the start checks read no record: this damage shows on the read
+
+
+def test_an_index_claiming_more_records_than_a_shard_holds_names_the_shard(tmp_path):
+    """Issue 18 #12: index.json saying a shard holds more records than it does ('index 3 out of bound 3' from
+    array_record, before) is a ShardError naming the shard, at the start checks and on a read."""
+    write_set(tmp_path)
+    index = json.loads((tmp_path / "index.json").read_text())
+    shard = index["shards"][0]
+    shard["records"] += 1
+    shard["ids"].append("utt-extra")
+    shard["splits"].append("train")
+    shard["num_samples"].append(1000)
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    message = r"shard-00000-of-00002\.array_record: holds 3 records, index.json says 4"
+    with pytest.raises(shards.ShardError, match=message):
+        shards.ShardReader(tmp_path)[3]
+    with pytest.raises(shards.ShardError, match=message):
+        shards.ShardReader(tmp_path).check_files()
+    size = (tmp_path / "shard-00001-of-00002.array_record").stat().st_size
+    index["shards"][1]["bytes"] = size + 1  # a truncated shard: refused at open, from its size alone
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(shards.ShardError, match=rf"shard-00001-of-00002\.array_record: {size} bytes, index.json "
+                                                rf"says {size + 1}"):
+        shards.ShardReader(tmp_path)
+
+
 def test_verify_detects_missing_files_wrong_counts_and_duplicates(tmp_path):
     write_set(tmp_path, records_per_shard=((0, 1, 2), (2, 3)))  # utt-002 twice
     problems, _ = shards.verify(tmp_path)
@@ -224,3 +266,36 @@ def test_shard_module_imports_neither_jax_nor_torch():
             "print(sorted(m for m in ('jax', 'torch', 'flax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_wrong_type_records_and_index_keys_are_reported_not_raised(tmp_path, capsys):
+    """Issue 18 #12: a record whose array entry has the wrong types, and an index.json missing a key, were
+    tracebacks (TypeError in decode_record, KeyError in `shards info`)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from jaxcodec import cli
+
+    write_set(tmp_path)
+    name = "shard-00001-of-00002.array_record"
+    path = tmp_path / name
+    path.unlink()
+    writer = ArrayRecordWriter(str(path), shards.WRITER_OPTIONS)
+    for i in (3, 4):
+        writer.write(msgpack.packb({"id": f"utt-{i:03d}", "audio": {shards.ARRAY_KEY: "int16", "shape": "n",
+                                                                       "data": 7}}))
+    writer.close()
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["shards"][1].update(bytes=path.stat().st_size, sha256=shards.sha256_file(path))
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    (tmp_path / "shard-00001-of-00002.json").unlink()  # its part-index describes the old file
+    problems, _ = shards.verify(tmp_path)
+    assert len(problems) == 2 and all(p.startswith(f"{name} record ") and "undecodable" in p for p in problems)
+
+    del index["num_records"]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    for action, code in (("info", 2), ("verify", 1)):
+        assert cli.main(["shards", action, str(tmp_path)]) == code
+        captured = capsys.readouterr()
+        said = (captured.err + captured.out).strip().splitlines()
+        assert len(said) == 2 if action == "verify" else len(said) == 1, said
+        assert "index.json: has no 'num_records'" in said[0]

@@ -205,3 +205,22 @@ def test_bad_files_get_one_line_errors(tmp_path):
     save_file({"encoder.layers.0.conv.bias": np.zeros(4, np.float32)}, str(tmp_path / "peer.safetensors"))
     with pytest.raises(InteropError, match="not a file written by `jaxcodec export`"):
         files.load_exported(tmp_path / "peer.safetensors")
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("{not json", "not a readable JSON file"),
+    ("[1, 2]", "must hold a JSON object, got a list"),
+    ('{"codebook_size": "1024"}', "'codebook_size' must be a positive integer"),
+    ('{"upsampling_ratios": [8, 5, 0, 2]}', "'upsampling_ratios' must be a non-empty list of positive integers"),
+])
+def test_malformed_peer_config_json_is_one_line_naming_the_file_and_key(tmp_path, capsys, text, named):
+    """Issue 18 #12: each of these was a traceback (JSONDecodeError, AttributeError, ZeroDivisionError…)."""
+    from safetensors.numpy import save_file
+
+    from jaxcodec import cli
+
+    save_file({"encoder.layers.0.conv.bias": np.zeros(4, np.float32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(text)
+    assert cli.main(["import", "--from", "encodec", str(tmp_path), "-o", str(tmp_path / "W")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and str(tmp_path / "config.json") in err and len(err.strip().splitlines()) == 1, err

@@ -171,13 +171,15 @@ def test_base_size_has_the_hub_shapes(tmp_path):
     teacher = EcapaTeacher(str(save_random_ecapa(tmp_path / "base", size="base")))
     assert (teacher.dim, teacher.frame_dim) == (192, None)
     assert teacher.encoder.mods.embedding_model.mfa.conv.conv.out_channels == 3072
-    assert teacher.encoder.mods.classifier.weight.shape == (7205, 192)
+    classifier = torch.load(tmp_path / "base" / "classifier.ckpt", weights_only=True)  # not loaded by the teacher
+    assert classifier["weight"].shape == (7205, 192)
 
 
 def test_savedir_is_relinked_for_each_local_source(tmp_path):
+    """speechbrain's savedir is used by the HyperPyYAML load (the weights-only load reads the folder in place)."""
     savedir = str(tmp_path / "savedir")
-    first = EcapaTeacher(str(save_random_ecapa(tmp_path / "a", seed=0)), savedir=savedir)
-    second = EcapaTeacher(str(save_random_ecapa(tmp_path / "b", seed=1)), savedir=savedir)
+    first = EcapaTeacher(str(save_random_ecapa(tmp_path / "a", seed=0)), savedir=savedir, hyperpyyaml=True)
+    second = EcapaTeacher(str(save_random_ecapa(tmp_path / "b", seed=1)), savedir=savedir, hyperpyyaml=True)
     fresh = EcapaTeacher(str(tmp_path / "b"))
     assert first.provenance()["weights_sha256"] != second.provenance()["weights_sha256"]
     assert second.provenance()["weights_sha256"] == fresh.provenance()["weights_sha256"]
@@ -209,12 +211,13 @@ def test_unreachable_hub_is_one_actionable_line():
     assert time.perf_counter() - start < 5  # no network retries
 
 
-@pytest.mark.parametrize("missing", ["hyperparams.yaml", "embedding_model.ckpt"])
-def test_local_directory_missing_a_file_names_it(tmp_path, missing):
+@pytest.mark.parametrize(("missing", "hyperpyyaml"), [("hyperparams.yaml", True), ("embedding_model.ckpt", True),
+                                                     ("embedding_model.ckpt", False)])
+def test_local_directory_missing_a_file_names_it(tmp_path, missing, hyperpyyaml):
     directory = save_random_ecapa(tmp_path / "model")
     (directory / missing).unlink()
     with pytest.raises(TeacherLoadError, match=missing.replace(".", r"\.")) as caught:
-        EcapaTeacher(str(directory))
+        EcapaTeacher(str(directory), hyperpyyaml=hyperpyyaml)
     assert "\n" not in str(caught.value)
 
 
@@ -223,13 +226,36 @@ def test_nonexistent_path_is_not_mistaken_for_a_hub_id(tmp_path):
         EcapaTeacher(str(tmp_path / "no" / "such" / "dir"))
 
 
-def test_checkpoint_missing_tensors_is_refused(tmp_path):
+@pytest.mark.parametrize("hyperpyyaml", [False, True])
+def test_checkpoint_missing_tensors_is_refused(tmp_path, hyperpyyaml):
     """speechbrain only logs a warning and leaves such layers random; the teacher must refuse."""
     directory = save_random_ecapa(tmp_path / "model")
     state = torch.load(directory / "embedding_model.ckpt", weights_only=True)
-    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, directory / "embedding_model.ckpt")
-    with pytest.raises(TeacherLoadError, match="lacks"):
-        EcapaTeacher(str(directory))
+    for prefix in ("fc.", "blocks.2.se_block."):  # one the weights-only load reads widths from, one it does not
+        torch.save({k: v for k, v in state.items() if not k.startswith(prefix)}, directory / "embedding_model.ckpt")
+        with pytest.raises(TeacherLoadError, match="lacks"):
+            EcapaTeacher(str(directory), hyperpyyaml=hyperpyyaml)
+
+
+def test_a_local_folder_is_read_weights_only_and_its_yaml_never_runs(tiny_dir, teacher, tmp_path):
+    """Issue 18 #10: HyperPyYAML executes the Python a yaml's tags name, so `--ecapa DIR` ran the folder's code.
+    By default the folder's yaml (here with an !apply: tag that would create a marker file) is not read, and the
+    weights-only model gives what the HyperPyYAML load of the same folder gives."""
+    import shutil
+
+    folder, marker = tmp_path / "planted", tmp_path / "yaml-ran"
+    shutil.copytree(tiny_dir, folder)
+    with open(folder / "hyperparams.yaml", "a", encoding="utf-8") as f:
+        f.write(f"\nplanted: !apply:builtins.open [{str(marker)!r}, 'w']\n")
+    weights_only = EcapaTeacher(str(folder), frames=True)
+    assert not marker.exists()
+    from_yaml = EcapaTeacher(str(folder), frames=True, hyperpyyaml=True)
+    assert marker.exists()  # the opt-in path does run it: the marker would have caught the default path
+    assert weights_only.provenance()["weights_sha256"] == from_yaml.provenance()["weights_sha256"]
+    wav = _speech_like(20_837, seed=1)
+    ours, theirs = weights_only([wav])[0], from_yaml([wav])[0]
+    for key in ("ecapa", "ecapa_frames"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
 
 
 def test_rejects_too_short_and_multichannel_input(teacher):

@@ -6,11 +6,13 @@ and the in-process tests share one module-scoped run where they can."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -30,6 +32,8 @@ from tests.train.micro import ECAPA_DIM, HUBERT_DIM, MICRO, PINNED, micro_config
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = MICRO["train"]["num_steps"]
 PINNED_STEPS = 4
+# The killed child reaches checkpoint 3 in ~1-2 min on 2 busy cores (warm compile cache); 5 min means it is stuck.
+KILL_DEADLINE_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
@@ -208,25 +212,48 @@ def test_sharded_step_equals_one_device_step(mesh_runs):
     assert not failures, (failures, measured)
 
 
+def kill_at_checkpoint_3(command: list[str], workdir: Path, compile_cache: Path, stderr_path: Path):
+    """Starts `command`, SIGKILLs it once checkpoint 3 exists; returns (latest finalized step, stderr's end), or
+    (None, stderr with every thread's stack) when the child is still without checkpoint 3 after
+    KILL_DEADLINE_SECONDS. stderr goes to a file (a pipe nobody reads can fill and stall the child)."""
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(command, env=subprocess_env(compile_cache, PYTHONFAULTHANDLER=1),
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    started = time.monotonic()
+    while time.monotonic() < started + KILL_DEADLINE_SECONDS and proc.poll() is None:
+        if (workdir / "checkpoints" / "3").is_dir():
+            break
+        time.sleep(0.005)
+    waited = time.monotonic() - started
+    stuck = proc.poll() is None and waited >= KILL_DEADLINE_SECONDS
+    if proc.poll() is None:
+        # SIGABRT makes faulthandler dump every Python thread's stack before the child dies.
+        proc.send_signal(signal.SIGABRT if stuck else signal.SIGKILL)
+    proc.wait()
+    log = stderr_path.read_text(errors="replace")[-6000:]
+    if stuck:
+        return None, log
+    # Seen twice in CI before COLLECTIVE_TIMEOUTS: the child aborted (-6) on a CPU-collective rendezvous timeout.
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, log)
+    with Checkpointer(workdir / "checkpoints") as checkpointer:
+        killed_at = checkpointer.latest_step()
+    assert killed_at is not None and killed_at < STEPS, (f"the run finished before it could be killed "
+                                                         f"(killed after {waited:.0f} s)", log)
+    return killed_at, log
+
+
 def test_sigkill_then_resume_continues_the_exact_trajectory(tmp_path, shard_dir, compile_cache, straight_run):
     config_path = write_config(tmp_path / "micro.yaml")
     workdir = tmp_path / "run"
     command = train_command(config_path, shard_dir, workdir)
-    proc = subprocess.Popen(command, env=subprocess_env(compile_cache), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (workdir / "checkpoints" / "3").is_dir():
-            break
-        time.sleep(0.005)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    # Seen twice in CI before COLLECTIVE_TIMEOUTS: the child aborted (-6) on a CPU-collective rendezvous timeout.
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr.read().decode()[-3000:])
-    with Checkpointer(workdir / "checkpoints") as checkpointer:
-        killed_at = checkpointer.latest_step()
-    assert killed_at is not None and killed_at < STEPS, "the run finished before it could be killed"
+    killed_at, log = kill_at_checkpoint_3(command, workdir, compile_cache, tmp_path / "killed.stderr")
+    if killed_at is None:
+        # Stuck (seen once in CI: 600 s without checkpoint 3): report where, then try once more from scratch, so
+        # that the resume property is still tested. The stacks go to the warnings summary for diagnosis.
+        warnings.warn(f"the killed child was stuck; retrying once. Its stderr ends:\n{log}", stacklevel=1)
+        shutil.rmtree(workdir)
+        killed_at, log = kill_at_checkpoint_3(command, workdir, compile_cache, tmp_path / "killed-again.stderr")
+        assert killed_at is not None, f"stuck twice; the child's stderr ends:\n{log}"
     # Killed among the generator-only steps: the resumed run compiles and switches to the GAN step itself.
     assert killed_at < MICRO["train"]["disc_warmup_steps"], killed_at
 
@@ -436,3 +463,41 @@ def test_fine_tuning_an_imported_workdir_keeps_its_codebooks(tmp_path, shard_dir
     assert np.median(change) < 1e-3, np.median(change)
     assert change.max() > 1e-2  # and the used codes did move
     assert bool(np.asarray(state["codec"]["rest"]["quantizer"]["initialized"]))
+
+
+def test_resume_on_another_shard_set_is_refused_unless_allowed(tmp_path, shard_dir):
+    """Issue 18 #4: the workdir records its shard set (data.json: the shards' checksums and the path); `train`
+    on a workdir with a checkpoint and another --data refuses, naming both, before anything is restored or
+    compiled; --allow-new-data continues and records the new set."""
+    from jaxcodec.data.shards import ShardReader
+
+    other = write_synthetic_shards(tmp_path / "other", HUBERT_DIM, ECAPA_DIM, utterances=16, seed=1)
+    workdir = tmp_path / "run"
+    loop.check_data(workdir, ShardReader(shard_dir), resuming=False)  # what a first start records
+    with Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:
+        checkpointer.save(1, {"x": np.zeros(1, np.float32)})  # any checkpoint: the refusal comes before restoring
+    with pytest.raises(loop.TrainingError, match=rf"{workdir} was trained on the shards in {shard_dir.resolve()}; "
+                                                 rf"--data {other.resolve()} holds other shards: pass "
+                                                 rf"--allow-new-data"):
+        loop.train(micro_config(), other, workdir, log=lambda *_: None)
+    logged = []
+    loop.check_data(workdir, ShardReader(other), resuming=True, allow_new=True, log=logged.append)
+    assert logged == [f"continuing on new data: {other.resolve()} (was {shard_dir.resolve()})"]
+    assert json.loads((workdir / loop.DATA_FILE).read_text())["path"] == str(other.resolve())
+    loop.check_data(workdir, ShardReader(other), resuming=True)  # now the recorded set: accepted
+
+
+def test_resume_drops_a_cut_last_metrics_line_and_names_a_bad_one(tmp_path):
+    """Issue 18 #5: a run killed while writing metrics.jsonl leaves its last line cut short; every resume failed
+    on it ("Expecting ',' delimiter", no file named). The cut line is dropped with a warning naming the file; an
+    invalid line elsewhere is an error naming the file and line."""
+    path = tmp_path / "metrics.jsonl"
+    good = [json.dumps({"step": 0, "loss/total": 1.0}), json.dumps({"step": 1, "loss/total": 0.9})]
+    path.write_text("\n".join(good) + '\n{"step": 2, "loss/tot')
+    logged = []
+    loop._Logs(tmp_path, 2, logged.append).close()
+    assert logged == [f"warning: {path}: line 3 is incomplete (a run stopped while writing it); dropped"]
+    assert path.read_text() == "\n".join(good) + "\n"
+    path.write_text(good[0] + "\n{oops\n" + good[1] + "\n")
+    with pytest.raises(loop.TrainingError, match=rf"{path}: line 2 is not a JSON object"):
+        loop._Logs(tmp_path, 2, logged.append)
