@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcodec import python_child
+
 HELP = "JAX vs PyTorch (eager, torch.compile) throughput on the same model, weights and batch"
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_HARNESS = ROOT / "scripts" / "torch_peers.py"
@@ -288,7 +290,9 @@ def run(args: argparse.Namespace) -> dict:
     overrides = [*args.overrides] + ([f"model.compute_dtype={args.compute_dtype}"] if args.compute_dtype != "none"
                                      else [])
     sets = [item for o in overrides for item in ("--set", o)]
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu" if args.device == "cpu" else ""))
+    # The children run from the repository root, in python_child's environment (no stray PYTHONPATH).
+    env = dict(python_child.environment(),
+               JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu" if args.device == "cpu" else ""))
     results = {"config": args.config, "overrides": overrides, "peer": peer, "iters": args.iters,
                "rounds": args.rounds, "device": args.device, "compute_dtype": args.compute_dtype, "rows": []}
     with tempfile.TemporaryDirectory(prefix="jaxcodec-bench-") as tmp:

@@ -82,8 +82,8 @@ def test_python_children_run_no_code_from_the_working_directory_or_pythonpath(tm
 
 def test_python_children_are_started_by_one_helper():
     """Every `sys.executable` child of the library goes through jaxcodec/python_child.py. bench.py is the
-    exception: a developer tool whose children run with cwd set to the repository root and an environment it
-    builds for the measurement."""
+    exception: a developer tool whose children run with cwd set to the repository root, in python_child's
+    environment."""
     allowed = {"python_child.py", "bench.py"}
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jaxcodec").rglob("*.py")
                    if "sys.executable" in p.read_text() and p.name not in allowed)

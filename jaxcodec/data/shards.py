@@ -271,8 +271,7 @@ class ShardWriter:
         try:
             yield
         except (RuntimeError, OSError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ShardError(f"writing {self.directory / self.name} failed: {reason}") from err
+            raise ShardError(f"writing {self.directory / self.name} failed: {error_line(err)}") from err
 
 
 # --- index -----------------------------------------------------------------------------------------------------

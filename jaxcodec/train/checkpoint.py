@@ -14,6 +14,8 @@ before its first save).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
@@ -40,6 +42,10 @@ DAMAGED_SUFFIX = "-damaged"  # checkpoints that did not restore go to `<director
 
 def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {error_line(err)}"
+
+
+# Why a write to a checkpoint folder fails on a working system: full disk, file-size limit, quota, read-only, denied.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
 class CheckpointError(RuntimeError):
@@ -113,7 +119,8 @@ class Checkpointer:
         # +inf, so never "best") instead of None keeps orbax from warning on every save without metrics.
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         self._metadata.pop(step, None)
-        saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+        with self._failed_save_named(self._pending):  # orbax reports the previous async save's failure here
+            saved = self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
         if saved:
             self._pending = step
         return saved
@@ -219,9 +226,24 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until every started save is durable (and old steps are deleted); re-raises a failed save."""
-        self._manager.wait_until_finished()
-        self._manager.check_for_errors()
+        with self._failed_save_named(self._pending):
+            self._manager.wait_until_finished()
+            self._manager.check_for_errors()
         self._pending = None
+
+    @contextlib.contextmanager
+    def _failed_save_named(self, step: int | None):
+        """A save that fails on a full disk or a file-size limit raises from tensorstore deep in orbax (a ValueError
+        of several lines): one line naming the step and folder instead. The step being written stays a temporary
+        directory, never a finalized step; the previous steps are intact."""
+        try:
+            yield
+        except (OSError, ValueError, RuntimeError) as err:
+            what = f"step {step}" if step is not None else "a checkpoint"
+            # tensorstore puts the system's reason at the end of a long message: name it first when it is there.
+            system = next((os.strerror(code) for code in _STORAGE_ERRNOS if os.strerror(code) in str(err)), None)
+            reason = f"{system} ({error_line(err)})" if system else error_line(err)
+            raise CheckpointError(f"saving {what} in {self._manager.directory} failed: {reason}") from err
 
     def close(self) -> None:
         self._manager.close()
