@@ -126,8 +126,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from jaxcodec.interop import files
 
     config = config_lib.load(args.config, args.overrides)
-    codec, report, provenance = files.import_codec(args.peer, args.source, config)
     with output_lock.held(args.out):  # a workdir: never shared with a training run or another import
+        codec, report, provenance = files.import_codec(args.peer, args.source, config)
         files.write_workdir(codec, config, args.out, provenance)
     print(f"imported {args.peer} weights from {provenance['weights_file']} into {args.out} (checkpoint step 0)")
     if report.fresh:

@@ -306,9 +306,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jaxcodec import output_lock
+
     try:
-        run(args.out, args.minutes, args.hubert, args.ecapa, args.corpus, args.steps, args.config,
-            args.hubert_layer)
+        with output_lock.held(args.out):  # one demo per output folder (its stages also lock their own folders)
+            run(args.out, args.minutes, args.hubert, args.ecapa, args.corpus, args.steps, args.config,
+                args.hubert_layer)
         return 0
     except (DemoError, manifest_lib.ManifestError, ValueError, FileNotFoundError) as err:
         print(f"jaxcodec demo: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -139,10 +139,12 @@ def _commands(tmp_path: Path, out: Path) -> dict[str, list[str]]:
         "encode": ["encode", str(audio_folder), "-o", str(out), "--checkpoint", missing, "--quiet"],
         "eval": ["eval", "--checkpoint", missing, "--manifest", missing, "-o", str(out)],
         "precompute": ["precompute", "--manifest", missing, "--out", str(out), "--no-progress"],
+        "demo": ["demo", "--out", str(out), "--corpus", missing],
+        "import": ["import", missing, "--from", "encodec", "-o", str(out)],
     }
 
 
-@pytest.mark.parametrize("command", ["train", "tokenize", "encode", "eval", "precompute"])
+@pytest.mark.parametrize("command", ["train", "tokenize", "encode", "eval", "precompute", "demo", "import"])
 def test_a_command_on_a_locked_output_is_refused_and_touches_nothing(tmp_path, capsys, command):
     out = tmp_path / "out"
     out.mkdir()

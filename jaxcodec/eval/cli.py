@@ -4,6 +4,7 @@ until the command runs)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
         if args.compare:
             if len(args.compare) < 2:
                 raise evaluate.EvalError("--compare needs two or more report folders")
-            print(report.compare(args.compare, args.out), end="")
+            with output_lock.held(args.out) if args.out else contextlib.nullcontext():
+                print(report.compare(args.compare, args.out), end="")
             return 0
         missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--manifest", args.manifest),
                                             ("-o", args.out)) if value is None]
