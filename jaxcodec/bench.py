@@ -13,7 +13,7 @@ Cases (batch × seconds of 16 kHz audio):
 Every (case, side) runs in its own process, so peak RSS is that case's, and the sides alternate (A B C A B C) over
 `--rounds` so machine noise hits all of them alike; the table gives the median over rounds of each round's median
 step and the spread (min–max of the round medians). Weights: the PyTorch peer is built once from the config
-(seeded, `scripts/torch_peers.py save`), saved as safetensors, and imported here with `jaxcodec.interop`.
+(seeded, `python -m scripts.torch_peers save`), saved as safetensors, and imported here with `jaxcodec.interop`.
 
 Also reported: warm-up (PyTorch: the first call, which for torch.compile includes compilation) and compile time
 (ours: `lower().compile()`), XLA's FLOP count of the compiled step and the FLOP/s it reaches against this
@@ -40,7 +40,8 @@ from jaxcodec import python_child
 
 HELP = "JAX vs PyTorch (eager, torch.compile) throughput on the same model, weights and batch"
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_HARNESS = ROOT / "scripts" / "torch_peers.py"
+TORCH_HARNESS = ROOT / "scripts" / "torch_peers"  # a package, run as `python -m scripts.torch_peers` from ROOT
+TORCH_HARNESS_COMMAND = [sys.executable, "-m", "scripts.torch_peers"]
 PEER_OF_CONFIG = {"base": "encodec", "speechtokenizer": "speechtokenizer", "tiny": "encodec"}
 # (case, batch, seconds): the rows. encode at 1 × 10 s and 16 × 1 s; training steps at 4 × 1 s and 16 × 1 s.
 DEFAULT_ROWS = ("encode:1:10", "encode:16:1", "generator_step:4:1", "generator_step:16:1", "warmup_step:4:1",
@@ -103,7 +104,7 @@ def _generator_step(config, graphdef):
     import optax
     from flax import nnx
 
-    from jaxcodec import losses
+    from jaxcodec.losses import reconstruction
     from jaxcodec.train import state as state_lib
 
     lc, tx = config.loss, state_lib.generator_optimizer(config)
@@ -113,7 +114,7 @@ def _generator_step(config, graphdef):
             codec = nnx.merge(graphdef, params, rest)
             quantized = codec.quantizer(codec._encode_latents(wav))
             fake = codec._decode_latents(quantized.quantized_btd, wav.shape[1])
-            loss = (lc.lambda_time * losses.l1_time(wav, fake) + lc.lambda_mel * losses.mel_loss(
+            loss = (lc.lambda_time * reconstruction.l1_time(wav, fake) + lc.lambda_mel * reconstruction.mel_loss(
                 wav, fake, lc, config.model.sample_rate) + lc.lambda_commit * quantized.commitment_loss)
             return loss, quantized.stats
 
@@ -170,7 +171,7 @@ def prepare_jax_case(config, case: str, batch: int, seconds: float, codec=None):
 
         mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:1])
         graphs, state, shardings = state_lib.create(config, mesh)
-        state = {**state, "codec": {"params": params, "rest": rest}}
+        state = state.replace(codec=state_lib.ModelState(params, rest))
         frames = -(-samples // config.model.hop_length)
         batch_arrays = {"wav": wav, "mask": np.ones_like(wav),
                         "hubert": np.zeros((batch, frames, config.model.semantic_dim), np.float16),
@@ -283,7 +284,7 @@ def largest_batch(rows: list[dict], side: str, case: str = "gan_step",
 
 
 def run(args: argparse.Namespace) -> dict:
-    if not TORCH_HARNESS.exists():
+    if not (TORCH_HARNESS / "__main__.py").exists():
         raise SystemExit(f"jaxcodec bench: error: needs the PyTorch harness {TORCH_HARNESS} (a source checkout)")
     config_name = Path(args.config).stem
     peer = args.peer or PEER_OF_CONFIG.get(config_name, "encodec")
@@ -297,7 +298,7 @@ def run(args: argparse.Namespace) -> dict:
                "rounds": args.rounds, "device": args.device, "compute_dtype": args.compute_dtype, "rows": []}
     with tempfile.TemporaryDirectory(prefix="jaxcodec-bench-") as tmp:
         weights = str(Path(tmp) / "weights.safetensors")
-        saved = _last_json([sys.executable, str(TORCH_HARNESS), "save", "--peer", peer, "--config", args.config,
+        saved = _last_json([*TORCH_HARNESS_COMMAND, "save", "--peer", peer, "--config", args.config,
                             *sets, "--seed", "0", "-o", weights])
         if "error" in saved:
             raise SystemExit(f"jaxcodec bench: error: building the {peer} peer failed: {saved['error']}")
@@ -308,7 +309,7 @@ def run(args: argparse.Namespace) -> dict:
             sides = {"jax": [sys.executable, "-m", "jaxcodec.bench", "--child", args.config, peer, weights, case,
                              batch, seconds, str(args.iters), *sets]}
             for mode in args.torch_modes:
-                sides[f"torch {mode}"] = [sys.executable, str(TORCH_HARNESS), "run", "--peer", peer, "--config",
+                sides[f"torch {mode}"] = [*TORCH_HARNESS_COMMAND, "run", "--peer", peer, "--config",
                                           args.config, *sets, "--weights", weights, "--case", case, "--batch",
                                           batch, "--seconds", seconds, "--mode", mode, "--iters", str(args.iters),
                                           "--device", args.device, "--autocast", args.compute_dtype]

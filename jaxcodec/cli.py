@@ -124,11 +124,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     from jaxcodec import config as config_lib
     from jaxcodec import output_lock
     from jaxcodec.interop import files
+    from jaxcodec.train import from_codec
 
     config = config_lib.load(args.config, args.overrides)
     with output_lock.held(args.out):  # a workdir: never shared with a training run or another import
         codec, report, provenance = files.import_codec(args.peer, args.source, config)
-        files.write_workdir(codec, config, args.out, provenance)
+        from_codec.write_workdir(codec, config, args.out, provenance)
     print(f"imported {args.peer} weights from {provenance['weights_file']} into {args.out} (checkpoint step 0)")
     if report.fresh:
         print(f"  not in the {args.peer} model, initialised from train.seed: {', '.join(report.fresh)}")

@@ -18,6 +18,7 @@ file is recorded in the shard's rejects with its reason.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.data import shards
 
 TARGET_SHARD_FRAMES = 50 * 3600 * 10  # default shard size: 10 h of tokens (8 levels: 29 MB of int16 codes)
+
+
+def default_num_shards(entries: list[dict]) -> int:
+    frames = sum(e.get("duration", 0.0) for e in entries) * 50
+    return max(1, round(frames / TARGET_SHARD_FRAMES))
 
 
 def weights_sha256(tokenizer) -> str:
@@ -53,12 +59,10 @@ def _record(entry: dict, codes_qt: np.ndarray, num_samples: int, sample_rate: in
     return record
 
 
-def run_shard(tokenizer, entries: list[dict], out: Path, index: int, count: int, n_q: int, batch_size: int,
-              provenance: dict, source: dict, fields: dict) -> dict:
+def fill_shard(tokenizer, n_q: int, batch_size: int, writer: shards.ShardWriter, entries: list[dict]) -> list[dict]:
+    """Encodes one shard's entries in batches and writes their records in id order; returns the rejects."""
     from jaxcodec.inference import loaded_batches
 
-    shards.remove_stale_temporaries(out, index, count)
-    writer = shards.ShardWriter(out, index, count, fields)
     failed, by_id = [], {}
 
     def load(entry):
@@ -67,23 +71,19 @@ def run_shard(tokenizer, entries: list[dict], out: Path, index: int, count: int,
             raise audio.AudioError("NaN/Inf samples")
         return wav
 
-    try:
-        estimate = lambda entry: (int(entry.get("duration", 0.0) * tokenizer.sample_rate), 0)  # noqa: E731
-        for batch in loaded_batches(entries, estimate, load, lambda wav: wav.size, tokenizer, batch_size, failed):
-            longest = max(wav.size for _, wav in batch)
-            codes = tokenizer.encode(np.stack([np.pad(w, (0, longest - w.size)) for _, w in batch]), n_q)
-            for (entry, wav), codes_qt in zip(batch, codes, strict=True):
-                frames = -(-wav.size // tokenizer.hop_length)
-                # records are small (codes only): kept until the shard is written in id order
-                by_id[entry["id"]] = _record(entry, codes_qt[:, :frames], wav.size, tokenizer.sample_rate)
-        rejects = [{"id": e["id"], "path": e.get("path"), "reason": reason} for e, reason in failed]
-        for entry in entries:  # id order inside the shard, whatever the batching order was
-            if entry["id"] in by_id:
-                writer.write(by_id[entry["id"]])
-        return writer.commit(provenance, rejects, source)
-    except BaseException:
-        writer.abort()
-        raise
+    estimate = lambda entry: (int(entry.get("duration", 0.0) * tokenizer.sample_rate), 0)  # noqa: E731
+    for batch in loaded_batches(entries, estimate, load, lambda wav: wav.size, tokenizer, batch_size, failed):
+        longest = max(wav.size for _, wav in batch)
+        codes = tokenizer.encode(np.stack([np.pad(w, (0, longest - w.size)) for _, w in batch]), n_q)
+        for (entry, wav), codes_qt in zip(batch, codes, strict=True):
+            frames = -(-wav.size // tokenizer.hop_length)
+            # records are small (codes only): kept until the shard is written in id order
+            by_id[entry["id"]] = _record(entry, codes_qt[:, :frames], wav.size, tokenizer.sample_rate)
+    rejects = [{"id": e["id"], "path": e.get("path"), "reason": reason} for e, reason in failed]
+    for entry in entries:  # id order inside the shard, whatever the batching order was
+        if entry["id"] in by_id:
+            writer.write(by_id[entry["id"]])
+    return rejects
 
 
 def run(args: argparse.Namespace, log=print) -> dict | None:
@@ -96,28 +96,11 @@ def run(args: argparse.Namespace, log=print) -> dict | None:
 def _run(args: argparse.Namespace, log) -> dict | None:
     import jaxcodec
 
-    entries = manifest_lib.read(args.manifest)
-    if args.splits:
-        entries = [e for e in entries if e.get("split") in args.splits]
-    if not entries:
-        raise shards.ShardError(f"{args.manifest}: no utterances to tokenize")
-    frames = sum(e.get("duration", 0.0) for e in entries) * 50
-    count = args.num_shards or max(1, round(frames / TARGET_SHARD_FRAMES))
-    if args.shard_index is not None and args.num_shards is None:
-        raise shards.ShardError("--shard-index needs --num-shards, so that every process splits the manifest alike")
-    if args.shard_index is not None and not 0 <= args.shard_index < count:
-        raise shards.ShardError(f"--shard-index {args.shard_index} is outside 0..{count - 1}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    existing = shards.shard_count(out)
-    if existing is not None and existing != count:
-        raise shards.ShardError(f"{out} holds a set of {existing} shards; this run asks for {count} "
-                                f"(use --num-shards {existing}, or a fresh --out)")
-    mine = [args.shard_index] if args.shard_index is not None else list(range(count))
-    todo = [i for i in mine if shards.read_part(out, i, count) is None]
-    log(f"{len(entries)} utterances in {count} shards; this process: {len(mine)} shards, "
-        f"{len(mine) - len(todo)} already complete")
-    if todo:
+    entries = shards.select(manifest_lib.read(args.manifest), args.splits, args.manifest, "tokenize")
+    plan = shards.plan(args.out, entries, args.num_shards, args.shard_index, default_num_shards)
+    log(f"{len(entries)} utterances in {plan.count} shards; this process: {len(plan.mine)} shards, "
+        f"{plan.done} already complete")
+    if plan.todo:
         step = args.step if args.step in (None, "best") else int(args.step)
         tokenizer = jaxcodec.load(args.checkpoint, step)
         n_q = args.n_q or tokenizer.n_q
@@ -128,21 +111,12 @@ def _run(args: argparse.Namespace, log) -> dict | None:
                                 "codebook_size": tokenizer.codebook_size, "frame_rate": tokenizer.frame_rate,
                                 "sample_rate": tokenizer.sample_rate}}
         source = {"manifest_sha256": hashlib.sha256(Path(args.manifest).read_bytes()).hexdigest(),
-                  "num_shards": count, "splits": sorted(args.splits or [])}
+                  "num_shards": plan.count, "splits": sorted(args.splits or [])}
         fields = {"codes": {"dtype": "int16", "shape": ["frames", n_q]}}
-        shards.check_existing(out, count, provenance, source, fields)
-        assigned = shards.assign(entries, count)
-        for i in todo:
-            part = run_shard(tokenizer, assigned[i], out, i, count, n_q, args.batch_size, provenance, source, fields)
-            log(f"{part['file']}: {part['records']} utterances, {len(part['rejects'])} rejected")
-    try:
-        index = shards.merge_index(out)
-    except shards.ShardError as err:
-        log(f"index not merged yet: {err}")
-        return None
-    log(f"index.json: {index['num_records']} utterances ({index['audio_seconds'] / 3600:.2f} h), "
-        f"{index['num_rejects']} rejected (see {shards.REJECTS_NAME})")
-    return index
+        shards.check_existing(plan.out, plan.count, provenance, source, fields)
+        shards.write_planned(plan, provenance, source, fields,
+                             functools.partial(fill_shard, tokenizer, n_q, args.batch_size), log)
+    return shards.merge_when_complete(args.out, log)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

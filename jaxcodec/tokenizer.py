@@ -199,38 +199,7 @@ def load(workdir: str | Path, step: int | str | None = None, **options) -> Token
     validation mel loss, or a step number; or of a file written by `jaxcodec export` (config inside). `options`
     go to `Tokenizer` (bucket_seconds, chunk_seconds, context_seconds). Raises FileNotFoundError / ValueError
     with what to do."""
-    if Path(workdir).is_file():
-        from jaxcodec.interop import files
+    from jaxcodec import workdir as workdir_lib
 
-        if step is not None:
-            raise ValueError(f"{workdir} is an exported file with one set of weights: it has no steps")
-        _, codec = files.load_exported(workdir)
-        return Tokenizer.from_codec(codec, **options)
-    import jax
-
-    from jaxcodec import config as config_lib
-    from jaxcodec.train import sharding
-    from jaxcodec.train import state as state_lib
-    from jaxcodec.train.checkpoint import Checkpointer
-
-    root = Path(workdir)
-    directory = root / "checkpoints" if (root / "checkpoints").is_dir() else root
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{workdir}: no such training workdir")
-    with Checkpointer(directory) as checkpointer:
-        if checkpointer.latest_step() is None:
-            raise FileNotFoundError(f"{directory}: no finished checkpoint (has training saved one yet?)")
-        if step == "best":
-            step = checkpointer.best_step()
-            if step is None:
-                raise ValueError(f"{directory}: no checkpoint has a validation score; use step=None (latest)")
-        saved = checkpointer.saved_config(step)
-        if saved is None:
-            raise ValueError(f"{directory}: checkpoint {step or 'latest'} was saved without its config")
-        config = config_lib.from_dict(saved)
-        one_device = config_lib.MeshConfig()  # inference: everything on one device, whatever mesh trained it
-        mesh = sharding.make_mesh(one_device, jax.devices()[:1])
-        graphs, shapes = state_lib.abstract(config)
-        abstract = state_lib.abstract_with_shardings(shapes, sharding.state_shardings(shapes, mesh, one_device))
-        state, restored = checkpointer.restore(abstract, step=step if isinstance(step, int) else None)
-    return Tokenizer.from_codec(state_lib.merge_codec(graphs, state), step=restored, **options)
+    _, codec, restored = workdir_lib.load_codec(workdir, step)
+    return Tokenizer.from_codec(codec, step=restored, **options)

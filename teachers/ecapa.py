@@ -31,16 +31,10 @@ from speechbrain.utils.checkpoints import hook_on_loading_state_dict_checkpoint,
 from speechbrain.utils.fetching import FetchConfig
 
 from jaxcodec.audio import SAMPLE_RATE
-from teachers.common import (
-    CODEC_HOP,
-    TeacherLoadError,
-    chunk_plan,
-    codec_frames,
-    hub_reachable,
-    is_local,
-    offline_message,
-    weights_sha256,
-)
+from teachers.errors import TeacherLoadError
+from teachers.fingerprints import weights_sha256
+from teachers.frames import CODEC_HOP, chunk_plan, codec_frames
+from teachers.hub import hub_reachable, is_local, offline_message
 
 DEFAULT_ECAPA = "speechbrain/spkrec-ecapa-voxceleb"
 KIND, FLAG = "ECAPA-TDNN", "--ecapa"  # how errors name the model and the CLI option that chooses it

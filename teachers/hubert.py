@@ -13,7 +13,7 @@ base's first convolution is followed by a GroupNorm with one group per channel: 
 *time*, so padding would change every frame of a padded utterance. `_MaskedGroupNormConv` takes those statistics
 over each utterance's own frames only; with it a padded batch gives each utterance the features it gets alone.
 
-Long files run in overlapping windows (`teachers.common.chunk_plan`), so attention memory stays bounded.
+Long files run in overlapping windows (`teachers.frames.chunk_plan`), so attention memory stays bounded.
 """
 
 from __future__ import annotations
@@ -25,17 +25,10 @@ import torch
 from torch import nn
 
 from jaxcodec import audio
-from teachers.common import (
-    CODEC_HOP,
-    TeacherLoadError,
-    chunk_plan,
-    codec_frames,
-    fit_frames,
-    hub_reachable,
-    is_local,
-    offline_message,
-    weights_sha256,
-)
+from teachers.errors import TeacherLoadError
+from teachers.fingerprints import weights_sha256
+from teachers.frames import CODEC_HOP, chunk_plan, codec_frames, fit_frames
+from teachers.hub import hub_reachable, is_local, offline_message
 
 DEFAULT_HUBERT = "facebook/hubert-base-ls960"
 DEFAULT_LAYER = "9"  # SpeechTokenizer's semantic teacher: the output of HuBERT-base's 9th transformer layer.

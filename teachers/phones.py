@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from jaxcodec import audio
-from teachers.common import CODEC_HOP, TeacherLoadError, codec_frames
+from teachers.errors import TeacherLoadError
+from teachers.frames import CODEC_HOP, codec_frames
 
 # CMUdict's 39 ARPAbet phones (what the en-us dictionary and phone LM use) and silence; PocketSphinx's noise
 # segments (+NSN+, +SPN+, +BREATH+, ...) count as silence.
@@ -56,7 +57,7 @@ class PhoneTeacher:
 
     def __init__(self):
         from jaxcodec.eval.asr import PocketSphinx
-        from jaxcodec.eval.metrics import MetricUnavailable
+        from jaxcodec.quality import MetricUnavailable
 
         try:
             self.recogniser = PocketSphinx()

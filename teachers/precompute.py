@@ -28,7 +28,8 @@ import numpy as np
 from jaxcodec import __version__, audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.data import shards
-from teachers.common import CODEC_HOP, TeacherLoadError
+from teachers.errors import TeacherLoadError
+from teachers.frames import CODEC_HOP
 
 TARGET_SHARD_SECONDS = 3600.0  # default shard size: 1 h of audio ≈ 0.4 GB (int16 audio + float16 HuBERT frames).
 BATCH_SECONDS = 120.0  # default padded audio per teacher batch.
@@ -247,29 +248,25 @@ def _finite_reason(features: dict) -> str | None:
     return None
 
 
-def run_shard(teachers: Teachers, entries: list[dict], out: Path, index: int, count: int, options: Options,
-              source: dict, provenance: dict, fields: dict, progress) -> dict:
-    shards.remove_stale_temporaries(out, index, count)
-    writer = shards.ShardWriter(out, index, count, fields)
+def fill_shard(teachers: Teachers, options: Options, progress, writer: shards.ShardWriter,
+               entries: list[dict]) -> list[dict]:
+    """Runs the teachers over one shard's entries (read ahead, sorted by length, batched) and writes a record per
+    utterance they accept; returns the rejects."""
     rejects: list[dict] = []
     budget = int(options.batch_seconds * audio.SAMPLE_RATE)
     ordered = sorted(entries, key=lambda e: (e.get("duration", 0.0), e["id"]))
     loaded = _prefetched(ordered, lambda e: load(e, options.min_seconds, options.max_seconds),
                          options.read_threads, PREFETCH)
-    try:
-        for group, rejected in batches(loaded, budget):
-            rejects += [_reject_row(r.entry, r.reason) for r in rejected]
-            for utt, features in _run_teachers(teachers, group):
-                reason = features if isinstance(features, str) else _finite_reason(features)
-                if reason is not None:
-                    rejects.append(_reject_row(utt.entry, reason))
-                else:
-                    writer.write(record(utt, features))
-            progress(sum(e.get("duration", 0.0) for e in [u.entry for u in group] + [r.entry for r in rejected]))
-        return writer.commit(provenance, rejects, source, code_version=code_version())
-    except BaseException:
-        writer.abort()
-        raise
+    for group, rejected in batches(loaded, budget):
+        rejects += [_reject_row(r.entry, r.reason) for r in rejected]
+        for utt, features in _run_teachers(teachers, group):
+            reason = features if isinstance(features, str) else _finite_reason(features)
+            if reason is not None:
+                rejects.append(_reject_row(utt.entry, reason))
+            else:
+                writer.write(record(utt, features))
+        progress(sum(e.get("duration", 0.0) for e in [u.entry for u in group] + [r.entry for r in rejected]))
+    return rejects
 
 
 def _run_teachers(teachers: Teachers, group: list[Utterance]) -> list[tuple[Utterance, dict | str]]:
@@ -313,50 +310,26 @@ def run(options: Options, log: Callable[[str], None] = print, teachers: Teachers
 
 
 def _run(options: Options, log: Callable[[str], None], teachers: Teachers | None) -> dict | None:
-    entries = manifest_lib.read(options.manifest)
-    if options.splits:
-        entries = [e for e in entries if e.get("split") in options.splits]
-    if not entries:
-        raise shards.ShardError(f"{options.manifest}: no utterances to process")
-    count = options.num_shards or default_num_shards(entries)
-    if options.shard_index is not None and options.num_shards is None:
-        raise shards.ShardError("--shard-index needs --num-shards, so that every process splits the manifest alike")
-    if options.shard_index is not None and not 0 <= options.shard_index < count:
-        raise shards.ShardError(f"--shard-index {options.shard_index} is outside 0..{count - 1}")
-    options.out.mkdir(parents=True, exist_ok=True)
-    existing = shards.shard_count(options.out)
-    if existing is not None and existing != count:  # before loading any model
-        raise shards.ShardError(f"{options.out} holds a set of {existing} shards; this run asks for {count} "
-                                f"(use --num-shards {existing}, or a fresh --out)")
-    mine = [options.shard_index] if options.shard_index is not None else list(range(count))
-    todo = [i for i in mine if shards.read_part(options.out, i, count) is None]
-    source = {"manifest_sha256": manifest_sha256(options.manifest), "num_shards": count,
+    entries = shards.select(manifest_lib.read(options.manifest), options.splits, options.manifest, "process")
+    plan = shards.plan(options.out, entries, options.num_shards, options.shard_index, default_num_shards)
+    source = {"manifest_sha256": manifest_sha256(options.manifest), "num_shards": plan.count,
               "splits": sorted(options.splits), "min_seconds": options.min_seconds,
               "max_seconds": options.max_seconds}
-    log(f"{len(entries)} utterances, {sum(e['duration'] for e in entries) / 3600:.2f} h in {count} shards; "
-        f"this process: {len(mine)} shards, {len(mine) - len(todo)} already complete")
-    if todo:
+    log(f"{len(entries)} utterances, {sum(e['duration'] for e in entries) / 3600:.2f} h in {plan.count} shards; "
+        f"this process: {len(plan.mine)} shards, {plan.done} already complete")
+    if plan.todo:
         teachers = teachers or Teachers(options)
         provenance, fields = teachers.provenance(), teachers.fields()
-        shards.check_existing(options.out, count, provenance, source, fields)
-        assigned = shards.assign(entries, count)
-        seconds = sum(e["duration"] for i in todo for e in assigned[i])
+        shards.check_existing(plan.out, plan.count, provenance, source, fields)
+        seconds = sum(e["duration"] for i in plan.todo for e in plan.assigned[i])
         with _Progress(seconds, options.progress, log) as progress:
-            for i in todo:
-                part = run_shard(teachers, assigned[i], options.out, i, count, options, source, provenance, fields,
-                                 progress.update)
-                progress.write(f"{part['file']}: {part['records']} utterances, {len(part['rejects'])} rejected")
+            shards.write_planned(plan, provenance, source, fields,
+                                 functools.partial(fill_shard, teachers, options, progress.update), progress.write,
+                                 code_version=code_version())
         if teachers.content_teacher == "phones":
             log(f"phone targets: {teachers.hubert.aligned} utterances aligned to their transcript, "
                 f"{teachers.hubert.decoded} by phone-loop decoding")
-    try:
-        index = shards.merge_index(options.out)
-    except shards.ShardError as err:
-        log(f"index not merged yet: {err}")
-        return None
-    log(f"index.json: {index['num_records']} utterances ({index['audio_seconds'] / 3600:.2f} h), "
-        f"{index['num_rejects']} rejected (see {shards.REJECTS_NAME})")
-    return index
+    return shards.merge_when_complete(options.out, log)
 
 
 class _Progress:

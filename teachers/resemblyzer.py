@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcodec.audio import SAMPLE_RATE
-from teachers.common import weights_sha256
+from teachers.fingerprints import weights_sha256
 
 KIND = "resemblyzer"
 EMBEDDING_DIM = 256  # resemblyzer hparams.model_embedding_size

@@ -1,14 +1,22 @@
 """The two worlds meet only at the shard format: jaxcodec/ never imports torch (a TPU host needs no torch), and
-teachers/ never imports jax. Checked statically (every import statement, lazy ones included) and at run time."""
+teachers/ never imports jax. Inside jaxcodec/, only the commands import the training code, the folders
+(subpackages) import each other without cycles, and `jaxcodec.load` stays light. Checked statically (every import
+statement, lazy ones included) and at run time."""
 
 import ast
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_WORLD = {"torch", "torchaudio", "transformers", "speechbrain"}
 JAX_WORLD = {"jax", "jaxlib", "flax", "optax", "orbax", "grain"}
+# The modules behind `jaxcodec <command>` (and developer commands): the only ones outside jaxcodec/train/ that may
+# import it. When the commands move, this list changes and nothing else here.
+COMMAND_MODULES = ("jaxcodec/cli.py", "jaxcodec/demo.py", "jaxcodec/demo_report.py", "jaxcodec/bench.py",
+                   "jaxcodec/inference.py", "jaxcodec/tokenize.py", "jaxcodec/eval/cli.py")
+TRAINING = "jaxcodec.train"
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -59,10 +67,10 @@ def test_python_children_run_no_code_from_the_working_directory_or_pythonpath(tm
     numpy.py on a stray PYTHONPATH and a module named like the evaluation tool each write a marker if imported."""
     import pytest
 
-    from jaxcodec.eval.metrics import MetricUnavailable
-    from jaxcodec.eval.torch_tools import run_on_files
+    from jaxcodec.eval.torch_subprocess import run_on_files
     from jaxcodec.interop import files
     from jaxcodec.interop.layout import InteropError
+    from jaxcodec.quality import MetricUnavailable
 
     here, stray = tmp_path / "cwd", tmp_path / "stray"
     here.mkdir()
@@ -88,3 +96,123 @@ def test_python_children_are_started_by_one_helper():
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jaxcodec").rglob("*.py")
                    if "sys.executable" in p.read_text() and p.name not in allowed)
     assert users == []
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a source file of the repository (a package's __init__.py is the package)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an import statement of `path` may load, relative imports resolved: `from a.b import c` gives
+    a.b and a.b.c (c may be a module)."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_only_commands_import_the_training_code():
+    """jaxcodec.load, eval, interop and the data pipeline run without jaxcodec/train/: a codec is restored by
+    jaxcodec.workdir, the shared plots and quality scores live outside both train/ and eval/."""
+    commands = {ROOT / module for module in COMMAND_MODULES}
+    assert all(command.is_file() for command in commands), "COMMAND_MODULES names a file that is not there"
+    offenders = {}
+    for path in sorted((ROOT / "jaxcodec").rglob("*.py")):
+        if _within(module_name(path), TRAINING) or path in commands:
+            continue
+        if found := sorted(name for name in imported_modules(path) if _within(name, TRAINING)):
+            offenders[str(path.relative_to(ROOT))] = found
+    assert offenders == {}
+
+
+def folder_imports() -> dict[str, set[str]]:
+    """For each folder (subpackage) of jaxcodec, the other folders its modules import."""
+    folders = sorted(p.parent.name for p in (ROOT / "jaxcodec").glob("*/__init__.py"))
+    edges = defaultdict(set)
+    for folder in folders:
+        for path in (ROOT / "jaxcodec" / folder).rglob("*.py"):
+            for name in imported_modules(path):
+                parts = name.split(".")
+                if parts[0] == "jaxcodec" and len(parts) > 1 and parts[1] in folders and parts[1] != folder:
+                    edges[folder].add(parts[1])
+    return {folder: edges[folder] for folder in folders}
+
+
+def folder_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of folders that import each other, directly or around a loop (Tarjan's strongly connected
+    components of more than one folder)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(edges[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def test_folder_cycle_finder_finds_a_loop():
+    assert folder_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert folder_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_two_folders_import_each_other():
+    edges = folder_imports()
+    cycles = folder_cycles(edges)
+    assert cycles == [], {folder: sorted(edges[folder]) for cycle in cycles for folder in cycle}
+
+
+def test_load_imports_neither_grain_nor_the_training_code_nor_a_command(tmp_path):
+    """`jaxcodec.load` of an exported file and of a training workdir (a step-0 checkpoint of the whole training
+    state) in a fresh process: the codec comes back without grain, jaxcodec/train/ or any command module."""
+    from flax import nnx
+
+    from jaxcodec.interop import files
+    from jaxcodec.models.codec import Codec
+    from jaxcodec.train import from_codec
+    from tests.train.micro import micro_config
+
+    config = micro_config()
+    codec = Codec(config, rngs=nnx.Rngs(0))
+    files.export_file(codec, config, tmp_path / "micro.safetensors")
+    from_codec.write_workdir(codec, config, tmp_path / "W", {"peer": "test"})
+    forbidden = sorted({"grain", TRAINING} | {module_name(ROOT / module) for module in COMMAND_MODULES})
+    exported, workdir = str(tmp_path / "micro.safetensors"), str(tmp_path / "W")
+    code = (f"import sys; import jaxcodec; jaxcodec.load({exported!r}); print(jaxcodec.load({workdir!r}).step); "
+            f"print(sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["0", "[]"]

@@ -8,11 +8,11 @@ import pytest
 
 from jaxcodec import config as cfg
 from jaxcodec.cli import main, model_info
-from scripts import torch_peers
+from scripts.torch_peers import peers as torch_peers
 
 
 def speechtokenizer_class():
-    """The PyTorch SpeechTokenizer class (see scripts/torch_peers.py); skips the test when it is not installed."""
+    """The PyTorch SpeechTokenizer class (see scripts/torch_peers/peers.py); skips the test when it is not installed."""
     try:
         return torch_peers.speechtokenizer_class()
     except ModuleNotFoundError:

@@ -135,7 +135,7 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_step(tmp_path):
     full = run([*save, "2", str(1 << 20)], tmp_path, max_bytes=1 << 20)
     assert full.returncode != 0 and "SAVED" not in full.stdout
     last = full.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"jaxcodec.train.checkpoint.CheckpointError: saving step 2 in {directory} failed: ")
+    assert last.startswith(f"jaxcodec.workdir.CheckpointError: saving step 2 in {directory} failed: ")
     assert "File too large" in last, last
     assert not (directory / "2").exists()
 

@@ -1,4 +1,4 @@
-"""scripts/torch_peers.py, the PyTorch side of the throughput benchmark, against independent references: its mel
+"""scripts/torch_peers, the PyTorch side of the throughput benchmark, against independent references: its mel
 losses, quantizer, EMA update and adversarial losses against jaxcodec's (and numpy), its peers against the
 parameter counts of the released models, its train steps and its command line on tiny models."""
 
@@ -247,7 +247,7 @@ def test_one_train_step_updates_every_parameter_and_the_codebooks(step_class, on
 
 def test_save_then_run_prints_one_json_line(tmp_path):
     weights = tmp_path / "encodec_tiny.safetensors"
-    script = str(ROOT / "scripts/torch_peers.py")
+    script = str(ROOT / "scripts/torch_peers")
     saved = subprocess.run([sys.executable, script, "save", "--peer", "encodec", "--config", TINY, "--seed", "0",
                             "-o", str(weights)], capture_output=True, text=True, check=True)
     info = json.loads(saved.stdout.strip().splitlines()[-1])
@@ -277,7 +277,7 @@ def test_a_failing_compile_is_reported_in_the_json_line(tmp_path, monkeypatch, c
         raise RuntimeError("backend exploded")
 
     monkeypatch.setattr(tp.torch, "compile", broken_compile)
-    monkeypatch.setattr(tp, "configure_dynamo", lambda: None)  # leave torch's global dynamo settings alone
+    monkeypatch.setattr(tp.cases, "configure_dynamo", lambda: None)  # leave torch's global dynamo settings alone
     threads = torch.get_num_threads()
     try:
         assert tp.main(["run", "--peer", "encodec", "--config", TINY, "--weights", str(weights), "--case", "encode",

@@ -4,7 +4,7 @@ alignments that the content probe trains on.
 The offline recogniser is CMU PocketSphinx with the US-English acoustic model, language model and dictionary its
 wheel ships (no download). It is a weak recogniser (tens of percent WER on clean read speech), so what it
 measures is the WER a reconstruction adds over the original's, not absolute intelligibility. A transformers ASR
-model (hub id or local directory; `TransformersASR`) runs in a subprocess (`python -m teachers.asr`), because
+model (hub id or local directory; `TransformersASR`) runs in a subprocess (`python -m teachers.evaluation.asr`), because
 jaxcodec never imports torch. Both transcribe lists of files.
 """
 
@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from jaxcodec.eval.metrics import MetricUnavailable
+from jaxcodec.quality import MetricUnavailable
 
 ASR_SAMPLE_RATE = 16_000  # the en-us model's rate
 PHONE_FRAME_SECONDS = 0.01  # PocketSphinx's alignment frames (100 per second)
@@ -153,12 +153,13 @@ class TransformersASR:
     def transcribe_files(self, paths: list) -> list[str]:
         import json
 
-        from jaxcodec.eval.torch_tools import run_on_files
+        from jaxcodec.eval.torch_subprocess import run_on_files
 
         def read(out):
             return [normalize_text(t) for t in json.loads(out.read_text())["transcripts"]]
 
-        return run_on_files("teachers.asr", paths, ["--model", self.name, "--device", self.device], ".json", read)
+        return run_on_files("teachers.evaluation.asr", paths, ["--model", self.name, "--device", self.device],
+                            ".json", read)
 
 
 def recogniser(spec: str | None):

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hyperparams.yaml not run), or none (default: %(default)s)")
     parser.add_argument("--asr", default="pocketsphinx",
                         help="WER recogniser: pocketsphinx (offline), a transformers ASR model id or directory "
-                             "(run by teachers.asr, PyTorch), or none (default: %(default)s)")
+                             "(run by teachers.evaluation.asr, PyTorch), or none (default: %(default)s)")
     parser.add_argument("--no-vc", action="store_true", help="skip voice conversion by token swap")
     parser.add_argument("--no-probes", action="store_true", help="skip the probes on frozen tokens")
     parser.add_argument("--probe-split", default="all", help="manifest split the probes use (default: %(default)s)")

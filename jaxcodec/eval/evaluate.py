@@ -23,9 +23,10 @@ import numpy as np
 from jaxcodec import atomic, audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.eval import asr as asr_lib
-from jaxcodec.eval import metrics, probes, scoring, speaker, vc
+from jaxcodec.eval import probes, scoring, speaker, vc
 from jaxcodec.eval.codebook import CodeUsage
-from jaxcodec.eval.torch_tools import ToolError
+from jaxcodec.eval.torch_subprocess import ToolError
+from jaxcodec.quality import MetricUnavailable
 
 # Manifest keys that are bookkeeping, not labels a probe could predict.
 MANIFEST_KEYS = frozenset({"id", "path", "duration", "frames", "sample_rate", "channels", "speaker", "chapter",
@@ -88,7 +89,7 @@ def _try(fn, skipped: dict, name: str):
     """fn() or None, recording why a metric could not run (missing package, failing model)."""
     try:
         return fn()
-    except (metrics.MetricUnavailable, speaker.SpeakerEncoderError, ToolError) as err:
+    except (MetricUnavailable, speaker.SpeakerEncoderError, ToolError) as err:
         skipped.setdefault(name, " ".join(str(err).split()))
         return None
 
@@ -288,9 +289,9 @@ def _training_teachers(checkpoint: Path) -> dict | None:
     import json
 
     from jaxcodec.data.shards import TEACHERS_FILE, describe_teachers
+    from jaxcodec.workdir import workdir_of
 
-    checkpoint = Path(checkpoint)
-    workdir = checkpoint.parent if checkpoint.name == "checkpoints" else checkpoint
+    workdir = workdir_of(checkpoint)
     try:
         return describe_teachers(json.loads((workdir / TEACHERS_FILE).read_text()))
     except (OSError, ValueError, AttributeError):

@@ -1,54 +1,13 @@
-"""Objective speech-quality metrics on numpy waveforms (the `eval` extra: pesq).
-
-PESQ is ITU-T P.862.2 wide-band (16 kHz) via the `pesq` package, the implementation the paper's table and
-SpeechTokenizer/EnCodec evaluations use. It is defined for 8 and 16 kHz only and needs a quarter second or more of
-speech; clips it cannot score are reported as skipped with the reason, never as a number.
+"""Objective speech-quality metrics on numpy waveforms: mel distance, SI-SDR, and every reconstruction score of
+one clip. PESQ and STOI, which training's validation also reports, are jaxcodec.quality's; clips they cannot
+score are reported as skipped with the reason, never as a number.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PESQ_SAMPLE_RATE = 16_000  # wide-band P.862.2
-
-
-class MetricUnavailable(RuntimeError):
-    """The metric's package is not installed (install the `eval` extra)."""
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def pesq_available() -> bool:
-    return _importable("pesq")
-
-
-def stoi_available() -> bool:
-    return _importable("pystoi")
-
-
-def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = PESQ_SAMPLE_RATE) -> float:
-    """Wide-band PESQ (MOS-LQO, about 1.04 to 4.64) of `degraded` against `reference` (1-D, same rate).
-
-    Raises MetricUnavailable without the package and ValueError (one line, the reason) for a clip PESQ cannot
-    score (wrong rate, too short, no speech detected)."""
-    try:
-        import pesq
-    except ImportError as err:
-        raise MetricUnavailable("PESQ needs the eval extra: pip install 'jaxcodec[eval]'") from err
-    if sample_rate != PESQ_SAMPLE_RATE:
-        raise ValueError(f"wide-band PESQ is defined at {PESQ_SAMPLE_RATE} Hz, got {sample_rate} Hz")
-    n = min(len(reference), len(degraded))
-    ref = np.asarray(reference[:n], np.float64)
-    deg = np.asarray(degraded[:n], np.float64)
-    try:
-        return float(pesq.pesq(sample_rate, ref, deg, "wb"))
-    except pesq.PesqError as err:  # NoUtterancesError, BufferTooShortError, ...
-        raise ValueError(f"PESQ cannot score this clip: {type(err).__name__}") from err
-
+from jaxcodec.quality import PESQ_SAMPLE_RATE, MetricUnavailable, pesq_wb, stoi
 
 # Mel distance as in the DAC/EnCodec evaluations: mean |log10 mel(ref) − log10 mel(deg)| over an 80-band,
 # 1024-point, 256-hop magnitude mel spectrogram (a fixed, project-wide definition so numbers compare).
@@ -86,17 +45,6 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     target = (est @ ref) / max(ref @ ref, 1e-20) * ref
     noise = est - target
     return float(10 * np.log10(max(target @ target, 1e-20) / max(noise @ noise, 1e-20)))
-
-
-def stoi(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = PESQ_SAMPLE_RATE) -> float:
-    """Short-time objective intelligibility (Taal et al. 2011, pystoi; 0..1, higher is better)."""
-    try:
-        from pystoi import stoi as pystoi_stoi
-    except ImportError as err:
-        raise MetricUnavailable("STOI needs the eval extra: pip install 'jaxcodec[eval]'") from err
-    n = min(len(reference), len(degraded))
-    return float(pystoi_stoi(np.asarray(reference[:n], np.float64), np.asarray(degraded[:n], np.float64),
-                             sample_rate, extended=False))
 
 
 def reconstruction_scores(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> dict[str, float | None]:

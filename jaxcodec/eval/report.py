@@ -107,7 +107,7 @@ def plot_codebook_usage(codebook: dict, path: Path) -> Path:
 
 
 def plot_spectrograms(wavs: dict[str, np.ndarray], sample_rate: int, path: Path) -> Path:
-    from jaxcodec.train.tensorboard import spectrogram_image
+    from jaxcodec.plots import spectrogram_image
 
     plt = pyplot()
     fig, axes = plt.subplots(len(wavs), 1, figsize=(10, 2.4 * len(wavs)), squeeze=False)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from jaxcodec import audio
 from jaxcodec.eval import asr as asr_lib
 from jaxcodec.eval import metrics, world
+from jaxcodec.quality import MetricUnavailable
 
 _pocketsphinx: asr_lib.PocketSphinx | None = None  # one recogniser per worker process
 
@@ -32,7 +33,7 @@ def score_group(job: dict) -> tuple[list[tuple[int, dict]], dict[str, str]]:
     reference, _ = audio.read(job["original"], sample_rate)
     try:
         analysis = world.Analysis(reference, sample_rate)
-    except metrics.MetricUnavailable as err:
+    except MetricUnavailable as err:
         analysis, skipped["world"] = None, str(err)
     if _pocketsphinx is not None:
         out.append((job["original_row"], {"transcript": _pocketsphinx.transcribe(reference)}))

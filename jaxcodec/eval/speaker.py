@@ -1,7 +1,7 @@
 """Speaker similarity and verification EER from a pretrained speaker encoder.
 
-The encoder runs in a subprocess (`python -m teachers.speaker`, PyTorch) because jaxcodec never imports torch;
-files go in, an npz of L2-normalised embeddings comes out. Offline the encoder is resemblyzer's GE2E model, which
+The encoder runs in a subprocess (`python -m teachers.evaluation.speaker`, PyTorch) because jaxcodec never imports
+torch; files go in, an npz of L2-normalised embeddings comes out. Offline the encoder is resemblyzer's GE2E model, which
 ships in its wheel; `ecapa` / `ecapa:DIR` use speechbrain's ECAPA-TDNN.
 
 EER: every pair of utterances in a set is a trial (same speaker = target); the equal error rate is where the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcodec.eval.torch_tools import ToolError, run_on_files
+from jaxcodec.eval.torch_subprocess import ToolError, run_on_files
 
 DEFAULT_ENCODER = "resemblyzer"
 
@@ -34,7 +34,8 @@ def embed_files(paths: list[str | Path], encoder: str = DEFAULT_ENCODER, device:
             return npz["embeddings"], str(npz["model"]), json.loads(str(npz["errors"]))
 
     try:
-        return run_on_files("teachers.speaker", paths, ["--encoder", encoder, "--device", device], ".npz", read)
+        return run_on_files("teachers.evaluation.speaker", paths, ["--encoder", encoder, "--device", device], ".npz",
+                            read)
     except ToolError as err:
         raise SpeakerEncoderError(f"speaker encoder {encoder} failed: {err}") from err
 

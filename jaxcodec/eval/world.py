@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcodec.eval.metrics import MetricUnavailable
+from jaxcodec.quality import MetricUnavailable
 
 FRAME_PERIOD_MS = 5.0  # WORLD's default analysis hop
 MEL_ALPHA_16K = 0.42  # all-pass constant approximating the mel scale at 16 kHz (SPTK's table)

@@ -1,6 +1,7 @@
 """Files in and out of jaxcodec's interop: a peer's checkpoint (a safetensors file, a PyTorch `.pt`/`.bin`
-converted in a torch subprocess, or a Hugging Face-style folder with `config.json`), a training workdir made from
-imported weights, and the exported single-file safetensors (`jaxcodec export`) that `jaxcodec.load` reads.
+converted in a torch subprocess, or a Hugging Face-style folder with `config.json`) read into a codec (which
+`jaxcodec.train.from_codec` writes as a training workdir), and the exported single-file safetensors
+(`jaxcodec export`) that `jaxcodec.load` reads.
 
 Nothing here unpickles: safetensors only; PyTorch pickles are opened by `teachers.torch_state` with
 `torch.load(weights_only=True)`.
@@ -116,33 +117,6 @@ def import_codec(peer: str, source: str | Path, config) -> tuple:
                   "weights_sha256": sha256(weights), "fresh": list(report.fresh),
                   "dropped_levels": report.dropped_levels, "reparameterised_convs": report.reparameterised}
     return codec, report, provenance
-
-
-def write_workdir(codec, config, workdir: str | Path, provenance: dict) -> Path:
-    """A training workdir whose checkpoint at step 0 holds `codec` (discriminators and optimizer fresh), so
-    `jaxcodec.load`, `jaxcodec eval` and `jaxcodec train --workdir` (fine-tuning) all take it."""
-    import jax
-    from flax import nnx
-
-    from jaxcodec.train import sharding
-    from jaxcodec.train import state as state_lib
-    from jaxcodec.train.checkpoint import Checkpointer
-
-    workdir = Path(workdir)
-    if (workdir / "checkpoints").exists() and any((workdir / "checkpoints").iterdir()):
-        raise InteropError(f"{workdir} already holds checkpoints: choose a new -o")
-    one_device = config_lib.MeshConfig()
-    mesh = sharding.make_mesh(one_device, jax.devices()[:1])
-    _, state, _ = state_lib.create(config, mesh)
-    _, params, rest = nnx.split(codec, nnx.Param, ...)
-    state = {**state, "codec": {"params": params, "rest": rest}}
-    workdir.mkdir(parents=True, exist_ok=True)
-    with Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:
-        checkpointer.save(0, state, config=config_lib.to_dict(config), force=True)
-        checkpointer.wait()
-    atomic.write_json(workdir / "config.json", config_lib.to_dict(config))
-    atomic.write_json(workdir / "import.json", provenance)
-    return workdir
 
 
 def export_file(codec, config, out: str | Path, fmt: str = "jaxcodec", source: str = "") -> dict:

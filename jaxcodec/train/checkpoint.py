@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -25,19 +24,28 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 from jaxcodec.data.shards import error_line
+from jaxcodec.workdir import (
+    BEST_METRIC,
+    CONFIG_ITEM,
+    DAMAGED_SUFFIX,
+    DATA_ITEM,
+    STATE_ITEM,
+    CheckpointError,
+    best_step,
+    check_shapes,
+    resolve_step,
+    score,
+)
 
 PyTree = Any
 log = logging.getLogger(__name__)
 
-_STATE, _DATA, _CONFIG = "state", "data", "config"
-
-
-DAMAGED_SUFFIX = "-damaged"  # checkpoints that did not restore go to `<directory>-damaged/<step>`
+# The format's names are jaxcodec.workdir's, which reads checkpoints without the training code.
+_STATE, _DATA, _CONFIG = STATE_ITEM, DATA_ITEM, CONFIG_ITEM
 
 
 def _reason(err: BaseException) -> str:
@@ -46,10 +54,6 @@ def _reason(err: BaseException) -> str:
 
 # Why a write to a checkpoint folder fails on a working system: full disk, file-size limit, quota, read-only, denied.
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be restored as asked (missing, or saved with other shapes)."""
 
 
 class Checkpointer:
@@ -65,7 +69,7 @@ class Checkpointer:
         *,
         keep: int = 3,
         keep_best: bool = True,
-        best_metric: str = "valid_mel",
+        best_metric: str = BEST_METRIC,
         async_save: bool = True,
     ):
         self.best_metric = best_metric
@@ -92,8 +96,7 @@ class Checkpointer:
         self._metadata: dict[int, Any] = {}  # per step: reading it costs ~0.5 s (base config), and a resume needs it 3×
 
     def _score(self, metrics: dict[str, float]) -> float:
-        # A checkpoint saved without the metric can never be "best".
-        return float(metrics.get(self.best_metric, math.inf))
+        return score(metrics, self.best_metric)
 
     def save(
         self,
@@ -213,9 +216,7 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         """The kept step with the lowest `best_metric`, or None if no kept step has one."""
-        scored = [(self._score(m), s) for s in self.all_steps() if (m := self._manager.metrics(s))]
-        scored = [(score, s) for score, s in scored if math.isfinite(score)]
-        return min(scored)[1] if scored else None
+        return best_step(((s, self._manager.metrics(s)) for s in self.all_steps()), self.best_metric)
 
     def saved_config(self, step: int | None = None) -> dict | None:
         """The config saved with `step` (default: the latest), or None if it was saved without one."""
@@ -256,14 +257,7 @@ class Checkpointer:
         self.close()
 
     def _resolve(self, step: int | None) -> int:
-        steps = self.all_steps()
-        if step is None and not steps:
-            raise CheckpointError(f"no finalized checkpoint in {self._manager.directory}")
-        if step is None:
-            return steps[-1]
-        if step not in steps:
-            raise CheckpointError(f"no finalized checkpoint step {step} in {self._manager.directory} (have {steps})")
-        return step
+        return resolve_step(self.all_steps(), step, self._manager.directory)
 
     def _has_item(self, step: int, name: str) -> bool:
         # The step's metadata lists only the items that were saved in it.
@@ -276,25 +270,4 @@ class Checkpointer:
 
     def _check_shapes(self, step: int, abstract_state: PyTree) -> None:
         """Fails with the first key whose stored shape differs from the requested one (orbax's error names none)."""
-        metadata = self._item_metadata(step)[_STATE]
-        if metadata is None:  # orbax lists the item but cannot read its _METADATA file
-            raise CheckpointError(f"checkpoint step {step}: the state's metadata (state/_METADATA) is missing or "
-                                  f"unreadable")
-        stored = {m.name: tuple(m.shape) for m in jax.tree.leaves(metadata.tree)}
-        wanted = set()
-        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
-            # Orbax names a stored array by its key path joined with '.', the same way as here.
-            name = ".".join(ocp.tree.str_keypath(path))
-            wanted.add(name)
-            want = tuple(np.shape(leaf)) if not hasattr(leaf, "shape") else tuple(leaf.shape)
-            if name not in stored:
-                raise CheckpointError(f"checkpoint step {step} has no entry '{name}' (abstract_state wants {want})")
-            if stored[name] != want:
-                raise CheckpointError(
-                    f"checkpoint step {step}: '{name}' was saved with shape {stored[name]} but abstract_state "
-                    f"wants {want} (did the config change the model?)"
-                )
-        if extra := sorted(stored.keys() - wanted):
-            raise CheckpointError(
-                f"checkpoint step {step} has '{extra[0]}' (and {len(extra) - 1} more) not in abstract_state"
-            )
+        check_shapes(step, self._item_metadata(step)[_STATE], abstract_state)

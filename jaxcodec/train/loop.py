@@ -19,24 +19,23 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcodec import atomic, audio, losses, output_lock
+from jaxcodec import atomic, audio, losses, output_lock, quality
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
 from jaxcodec.data.shards import TEACHERS_FILE, ShardError, ShardReader
-from jaxcodec.eval import metrics as eval_metrics
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
-from jaxcodec.train.checkpoint import Checkpointer, CheckpointError
+from jaxcodec.train.checkpoint import Checkpointer
 from jaxcodec.train.tensorboard import TensorBoard
+from jaxcodec.workdir import BEST_METRIC, CHECKPOINTS_FOLDER, CheckpointError
 
 # Config keys whose change would alter array shapes or the data stream: a resumed run must keep them.
 RESUME_FIXED = ("model.", "rvq.n_q", "rvq.codebook_size", "disc.", "loss.balancer", "data.", "train.batch_size",
                 "train.seed")
 SAMPLES_PER_VALIDATION = 2  # validation reconstructions written as WAV files at each validation
 PESQ_CLIPS = 8  # validation crops scored with PESQ and STOI (a cheap trend line; `jaxcodec eval` scores whole files)
-BEST_METRIC = "valid_mel"
 # The shard set a workdir trains on (its index's shard checksums, and the --data path it was given): a resume
 # on another set would silently change the data stream, so it is refused unless --allow-new-data.
 DATA_FILE = "data.json"
@@ -46,9 +45,9 @@ class TrainingError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
 
 
-def _codebooks_initialized(state: dict) -> bool:
+def _codebooks_initialized(state: state_lib.TrainState) -> bool:
     # The flag is replicated; read this host's copy (a multi-host global array cannot be converted whole).
-    return bool(np.asarray(state["codec"]["rest"]["quantizer"]["initialized"].addressable_data(0)))
+    return bool(np.asarray(state.codec.rest["quantizer"]["initialized"].addressable_data(0)))
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict:
@@ -128,7 +127,7 @@ class _Logs:
         self.board.close()
 
 
-def _eval_step(graphs, config: Config, state: dict, batch: dict) -> dict:
+def _eval_step(graphs, config: Config, state: state_lib.TrainState, batch: dict) -> dict:
     codec = state_lib.merge_codec(graphs, state)
     wav, mask = batch["wav"], batch["mask"]
     recon = codec.decode(codec.encode(wav))[:, :wav.shape[1]]
@@ -145,8 +144,8 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
     dataset = pipeline.make_dataset(reader, config, split="valid", shuffle=False, repeat=False,
                                     process_index=jax.process_index(), process_count=jax.process_count())
     lead = jax.process_index() == 0
-    use_pesq = lead and eval_metrics.pesq_available() and config.model.sample_rate == eval_metrics.PESQ_SAMPLE_RATE
-    use_stoi = lead and eval_metrics.stoi_available()
+    use_pesq = lead and quality.pesq_available() and config.model.sample_rate == quality.PESQ_SAMPLE_RATE
+    use_stoi = lead and quality.stoi_available()
     totals, count, clips, pesq_scores, pesq_skipped, stoi_scores = {"mel": 0.0, "l1": 0.0}, 0, 0, [], 0, []
     for local in dataset:
         out = eval_fn(state, pipeline.global_batch(local, mesh))
@@ -161,11 +160,11 @@ def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: in
             original, reconstruction = original[:n], reconstruction[:n]
             if use_pesq and clips < PESQ_CLIPS:
                 try:
-                    pesq_scores.append(eval_metrics.pesq_wb(original, reconstruction, config.model.sample_rate))
+                    pesq_scores.append(quality.pesq_wb(original, reconstruction, config.model.sample_rate))
                 except ValueError:  # too short or no speech found: not a score
                     pesq_skipped += 1
             if use_stoi and clips < PESQ_CLIPS:  # the same crops as PESQ
-                stoi_scores.append(eval_metrics.stoi(original, reconstruction, config.model.sample_rate))
+                stoi_scores.append(quality.stoi(original, reconstruction, config.model.sample_rate))
             if clips < SAMPLES_PER_VALIDATION:
                 folder = workdir / "samples" / f"{step:08d}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -204,7 +203,7 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
         reader = ShardReader(data)
         reader.check_files()  # before anything compiles: every shard opens and holds the records index.json says
         has_valid = len(reader.indices("valid")) >= config.train.batch_size
-        checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints,
+        checkpointer = Checkpointer(workdir / CHECKPOINTS_FOLDER, keep=config.train.keep_checkpoints,
                                     best_metric=BEST_METRIC)
         try:
             check_data(workdir, reader, resuming=checkpointer.latest_step() is not None, allow_new=allow_new_data,
@@ -346,7 +345,7 @@ def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
             seconds_per_batch: float, deadline: float | None = None, final: bool = False) -> dict:
     step, metrics = pending
     row = _to_python(jax.device_get(metrics))
-    if int(row["skipped"]) and int(jax.device_get(state["skips"])) >= tc.max_consecutive_skips:
+    if int(row["skipped"]) and int(jax.device_get(state.skips)) >= tc.max_consecutive_skips:
         raise TrainingError(f"{tc.max_consecutive_skips} consecutive steps had non-finite losses, gradients or updates "
                             f"(last at step {step}); the last good checkpoint is kept. Lower the learning rate "
                             f"or check the data")

@@ -1,14 +1,6 @@
-"""The train state: a plain pytree of arrays (so jit, sharding and checkpoints see ordinary data) plus the two
-graph definitions that turn parts of it back into modules inside the step (`nnx.merge`, as flax's gemma example).
-
-    state = {
-      "codec":   {"params": nnx.State (nnx.Param), "rest": nnx.State (codebooks and other variables)},
-      "disc":    {"params": ..., "rest": ...},
-      "gen_opt": optax state of the generator's params,   "disc_opt": optax state of the discriminators',
-      "balancer": EnCodec balancer EMA state (empty when the balancer is off),
-      "step": int32, "rng": uint32 key data (the run's base key; each step folds in its step number),
-      "skips": int32 consecutive non-finite steps, "skipped": int32 non-finite steps in all,
-    }
+"""The train state: a typed pytree of arrays (`TrainState`: jit, sharding and checkpoints see ordinary data) plus
+the two graph definitions that turn parts of it back into modules inside the step (`nnx.merge`, as flax's gemma
+example), and the optimizers (`Optimizers`), built once from the config and handed to the step.
 
 Parameters are born sharded: `create` jits the initialisation with the state's shardings as out_shardings, so no
 host ever holds a full replicated copy before it is laid out.
@@ -22,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
+from flax import nnx, struct
 
 from jaxcodec import losses
 from jaxcodec.config import Config, OptimConfig
@@ -63,6 +55,58 @@ def disc_optimizer(config: Config) -> optax.GradientTransformation:
     return optimizer(config.optim, config.optim.disc_learning_rate, config.train.num_steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+    """The generator's and the discriminators' optimizers, built once from the config (`optimizers`) and passed
+    to the step, and the generator's learning-rate schedule (a step metric)."""
+
+    generator: optax.GradientTransformation
+    disc: optax.GradientTransformation
+    generator_learning_rate: optax.Schedule
+
+
+def optimizers(config: Config) -> Optimizers:
+    return Optimizers(generator_optimizer(config), disc_optimizer(config),
+                      learning_rate(config.optim, config.optim.learning_rate, config.train.num_steps))
+
+
+class _ByName:
+    """`state["codec"]` reads `state.codec`: the state was a dict before it was typed, and the training tests
+    (and callers written for the dict) index it so. jaxcodec's own code uses the attributes."""
+
+    def __getitem__(self, name: str):
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@struct.dataclass
+class ModelState(_ByName):
+    """One model's variables as `nnx.split(model, nnx.Param, ...)` gives them."""
+
+    params: nnx.State  # the nnx.Param variables
+    rest: nnx.State  # everything else (codebooks and their EMA statistics, ...)
+
+
+@struct.dataclass
+class TrainState(_ByName):
+    """Everything a step reads and writes; a checkpoint holds it whole.
+
+    The fields are in alphabetical order, the order the state flattened in when it was a dict (jax sorts dict
+    keys): the jitted step's arguments, and so its compiled program, are the same. Checkpoints name each array
+    by its path (`codec.params.encoder...`), which is the dict's too, so checkpoints of the dict state restore."""
+
+    balancer: dict  # EnCodec balancer EMA state (empty when the balancer is off)
+    codec: ModelState
+    disc: ModelState
+    disc_opt: optax.OptState  # optax state of the discriminators' params
+    gen_opt: optax.OptState  # optax state of the generator's params
+    rng: jax.Array  # uint32 key data: the run's base key; each step folds in its step number
+    skipped: jax.Array  # int32: non-finite steps in all
+    skips: jax.Array  # int32: consecutive non-finite steps
+    step: jax.Array  # int32: steps taken
+
+
 def build_models(config: Config) -> tuple[Codec, Discriminators]:
     codec = Codec(config, rngs=nnx.Rngs(config.train.seed))
     disc = Discriminators(config.disc, dtype=config.model.compute_dtype,
@@ -71,25 +115,26 @@ def build_models(config: Config) -> tuple[Codec, Discriminators]:
     return codec, disc
 
 
-def _init(config: Config) -> tuple[Graphs, dict]:
+def _init(config: Config) -> tuple[Graphs, TrainState]:
     codec, disc = build_models(config)
     codec_graph, codec_params, codec_rest = nnx.split(codec, nnx.Param, ...)
     disc_graph, disc_params, disc_rest = nnx.split(disc, nnx.Param, ...)
-    state = {
-        "codec": {"params": codec_params, "rest": codec_rest},
-        "disc": {"params": disc_params, "rest": disc_rest},
-        "gen_opt": generator_optimizer(config).init(codec_params),
-        "disc_opt": disc_optimizer(config).init(disc_params),
-        "balancer": losses.balancer_init(BALANCED_LOSSES) if config.loss.balancer else {},
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.key(config.train.seed)),
-        "skips": jnp.zeros((), jnp.int32),
-        "skipped": jnp.zeros((), jnp.int32),
-    }
+    built_optimizers = optimizers(config)
+    state = TrainState(
+        codec=ModelState(codec_params, codec_rest),
+        disc=ModelState(disc_params, disc_rest),
+        gen_opt=built_optimizers.generator.init(codec_params),
+        disc_opt=built_optimizers.disc.init(disc_params),
+        balancer=losses.balancer_init(BALANCED_LOSSES) if config.loss.balancer else {},
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(jax.random.key(config.train.seed)),
+        skips=jnp.zeros((), jnp.int32),
+        skipped=jnp.zeros((), jnp.int32),
+    )
     return Graphs(codec_graph, disc_graph), state
 
 
-def abstract(config: Config) -> tuple[Graphs, dict]:
+def abstract(config: Config) -> tuple[Graphs, TrainState]:
     """Graphs and the state's shapes/dtypes, with nothing allocated."""
     graphs_box = {}
 
@@ -101,7 +146,7 @@ def abstract(config: Config) -> tuple[Graphs, dict]:
     return graphs_box["graphs"], shapes
 
 
-def create(config: Config, mesh: jax.sharding.Mesh) -> tuple[Graphs, dict, Any]:
+def create(config: Config, mesh: jax.sharding.Mesh) -> tuple[Graphs, TrainState, Any]:
     """(graphs, state born sharded on `mesh`, the state's shardings)."""
     graphs, shapes = abstract(config)
     shardings = sharding.state_shardings(shapes, mesh, config.mesh)
@@ -114,5 +159,5 @@ def abstract_with_shardings(shapes, shardings):
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
-def merge_codec(graphs: Graphs, state: dict) -> Codec:
-    return nnx.merge(graphs.codec, state["codec"]["params"], state["codec"]["rest"])
+def merge_codec(graphs: Graphs, state: TrainState) -> Codec:
+    return nnx.merge(graphs.codec, state.codec.params, state.codec.rest)

@@ -1,4 +1,5 @@
-"""The train step: a pure function (state, batch) → (state, metrics), jitted over the mesh.
+"""The train step: a pure function (state, batch) → (state, metrics), jitted over the mesh; the state is a
+`state.TrainState`, and the optimizers (`state.Optimizers`) are built once from the config and passed in.
 
 Two compiled programs: the GAN step, and before `train.disc_warmup_steps` (or with `disc.kinds: []`) the
 generator-only step, which has no discriminator work in it at all (`adversarial_at` says which a step runs; the
@@ -35,7 +36,7 @@ from jaxcodec import compile_cache, losses
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.train import state as state_lib
-from jaxcodec.train.state import Graphs
+from jaxcodec.train.state import Graphs, ModelState, Optimizers, TrainState
 
 KMEANS_KEY = 2**31 - 1  # folded into the run's key for k-means init: a number no step reaches
 
@@ -90,7 +91,8 @@ class StepGradients(NamedTuple):
     disc: Any  # gradients w.r.t. the discriminators' parameters; None in a generator-only step
 
 
-def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, adversarial: bool) -> StepGradients:
+def _grads(graphs: Graphs, config: Config, state: TrainState, batch: dict, key, adversarial: bool
+           ) -> StepGradients:
     """Generator and discriminator gradients of one step, from one generator forward and, when `adversarial`,
     one discriminator forward on each of the real and the reconstructed batch.
 
@@ -106,7 +108,7 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
     lc = config.loss
     wav, mask = batch["wav"], batch["mask"]
     hubert, ecapa = _teachers(config, batch)
-    params, rest = state["codec"]["params"], state["codec"]["rest"]
+    params, rest = state.codec.params, state.codec.rest
     weights = _weights(config)
 
     def generator(params):
@@ -123,10 +125,10 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
         lambda y: losses.mel_loss(wav, y, lc, config.model.sample_rate, mask))(fake)
     if adversarial:
         def discriminators(disc_params, y):
-            return nnx.merge(graphs.disc, disc_params, state["disc"]["rest"])(y)
+            return nnx.merge(graphs.disc, disc_params, state.disc.rest)(y)
 
-        real_out, real_pullback = jax.vjp(lambda p: discriminators(p, wav), state["disc"]["params"])
-        fake_out, fake_pullback = jax.vjp(discriminators, state["disc"]["params"], fake)
+        real_out, real_pullback = jax.vjp(lambda p: discriminators(p, wav), state.disc.params)
+        fake_out, fake_pullback = jax.vjp(discriminators, state.disc.params, fake)
         real_fmaps = real_out[1]  # constants of the feature-matching loss (stop-gradient inside it)
         terms["adv"], adv_cotangent = jax.value_and_grad(
             lambda o: losses.generator_adversarial_loss(o[0], lc.adversarial))(fake_out)
@@ -139,16 +141,17 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
                 lambda a, f: (weights["adv"] * a + weights["feat"] * f).astype(a.dtype),
                 adv_cotangent, feat_cotangent)  # the outputs' dtype (bfloat16 compute)
             grad_y = grad_y + fake_pullback(adversarial_cotangent)[1]
-        balancer, balancer_metrics = state["balancer"], {}
+        balancer, balancer_metrics = state.balancer, {}
     else:
         if adversarial:
             grads_y["adv"] = fake_pullback(adv_cotangent)[1]
             grads_y["feat"] = fake_pullback(feat_cotangent)[1]
         grad_y, balancer, balancer_metrics = losses.balance_gradients(
-            grads_y, {name: weights[name] for name in grads_y}, state["balancer"], ema_decay=lc.balancer_ema_decay)
+            grads_y, {name: weights[name] for name in grads_y}, state.balancer, ema_decay=lc.balancer_ema_decay)
     (grads,) = generator_pullback((grad_y, jnp.ones((), jnp.float32)))
     if not adversarial:
-        return StepGradients(grads, terms, out, balancer, balancer_metrics, None, None)
+        return StepGradients(generator=grads, terms=terms, codec_out=out, balancer=balancer,
+                             balancer_metrics=balancer_metrics, disc_loss=None, disc=None)
 
     # 2. discriminators, on x̂ as it was before the generator's update (only parameter gradients are taken)
     d_loss, (real_cotangent, fake_cotangent) = jax.value_and_grad(
@@ -156,10 +159,11 @@ def _grads(graphs: Graphs, config: Config, state: dict, batch: dict, key, advers
     (d_real,) = real_pullback((real_cotangent, jax.tree.map(jnp.zeros_like, real_out[1])))
     d_fake, _ = fake_pullback((fake_cotangent, jax.tree.map(jnp.zeros_like, fake_out[1])))
     d_grads = jax.tree.map(jnp.add, d_real, d_fake)
-    return StepGradients(grads, terms, out, balancer, balancer_metrics, d_loss, d_grads)
+    return StepGradients(generator=grads, terms=terms, codec_out=out, balancer=balancer,
+                         balancer_metrics=balancer_metrics, disc_loss=d_loss, disc=d_grads)
 
 
-UPDATED = ("codec", "disc", "gen_opt", "disc_opt", "balancer")  # what a non-finite step leaves untouched
+UPDATED = ("codec", "disc", "gen_opt", "disc_opt", "balancer")  # the TrainState fields a non-finite step keeps
 
 
 def adversarial_at(config: Config, step: int) -> bool:
@@ -168,30 +172,28 @@ def adversarial_at(config: Config, step: int) -> bool:
     return bool(config.disc.kinds) and step >= config.train.disc_warmup_steps
 
 
-def train_step(graphs: Graphs, config: Config, state: dict, batch: dict, adversarial: bool = True
-               ) -> tuple[dict, dict]:
+def train_step(graphs: Graphs, config: Config, optimizers: Optimizers, state: TrainState, batch: dict,
+               adversarial: bool = True) -> tuple[TrainState, dict]:
     """One optimizer step of the generator and, when `adversarial`, of the discriminators. `adversarial` is
     static: the generator-only step is its own compiled program with no discriminator work in it."""
     # A fresh pytree of the pre-step values: nnx.merge reuses the State's Variable objects, so the in-place EMA
     # codebook update below would otherwise also change the "old" values a non-finite step falls back to.
-    kept = jax.tree.map(lambda x: x, {name: state[name] for name in UPDATED})
-    step = state["step"]
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
+    kept = jax.tree.map(lambda x: x, {name: getattr(state, name) for name in UPDATED})
+    step = state.step
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
 
     # 1-2. generator
     g = _grads(graphs, config, state, batch, key, adversarial)
-    gen_tx = state_lib.generator_optimizer(config)
-    updates, gen_opt = gen_tx.update(g.generator, state["gen_opt"], state["codec"]["params"])
-    codec_params = optax.apply_updates(state["codec"]["params"], updates)
-    codec = nnx.merge(graphs.codec, codec_params, state["codec"]["rest"])
+    updates, gen_opt = optimizers.generator.update(g.generator, state.gen_opt, state.codec.params)
+    codec_params = optax.apply_updates(state.codec.params, updates)
+    codec = nnx.merge(graphs.codec, codec_params, state.codec.rest)
     usage = codec.quantizer.update(g.codec_out.quantizer.stats)
     _, _, codec_rest = nnx.split(codec, nnx.Param, ...)
 
     # 3. discriminators (their gradients came from the same forwards, at the step's starting parameters)
-    disc_params, disc_opt = state["disc"]["params"], state["disc_opt"]
+    disc_params, disc_opt = state.disc.params, state.disc_opt
     if adversarial:
-        disc_tx = state_lib.disc_optimizer(config)
-        d_updates, disc_opt = disc_tx.update(g.disc, disc_opt, disc_params)
+        d_updates, disc_opt = optimizers.disc.update(g.disc, disc_opt, disc_params)
         disc_params = optax.apply_updates(disc_params, d_updates)
 
     # 4. all or nothing
@@ -203,23 +205,22 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict, adversa
     if adversarial:
         finite = finite & jnp.isfinite(g.disc_loss) & _all_finite(g.disc) & _all_finite(d_updates)
     candidate = {
-        "codec": {"params": codec_params, "rest": codec_rest},
-        "disc": {"params": disc_params, "rest": state["disc"]["rest"]},
+        "codec": ModelState(codec_params, codec_rest),
+        "disc": ModelState(disc_params, state.disc.rest),
         "gen_opt": gen_opt, "disc_opt": disc_opt, "balancer": g.balancer,
     }
-    new_state = {
+    new_state = TrainState(
         **_select(finite, candidate, kept),
-        "step": step + 1,
-        "rng": state["rng"],
-        "skips": jnp.where(finite, 0, state["skips"] + 1),
-        "skipped": state["skipped"] + (~finite).astype(jnp.int32),
-    }
+        step=step + 1,
+        rng=state.rng,
+        skips=jnp.where(finite, 0, state.skips + 1),
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+    )
     metrics = {
         "loss/total": total,
         **{f"loss/{name}": value for name, value in g.terms.items()},
         "grad_norm/generator": optax.tree.norm(g.generator),
-        "lr/generator": state_lib.learning_rate(config.optim, config.optim.learning_rate,
-                                                config.train.num_steps)(step),
+        "lr/generator": optimizers.generator_learning_rate(step),
         "adversarial_on": jnp.float32(adversarial),
         "skipped": (~finite).astype(jnp.int32),
         **{f"codebook/{name}": value for name, value in usage.items()},
@@ -230,20 +231,23 @@ def train_step(graphs: Graphs, config: Config, state: dict, batch: dict, adversa
     return new_state, metrics
 
 
-def init_codebooks(graphs: Graphs, config: Config, state: dict, batch: dict) -> dict:
+def init_codebooks(graphs: Graphs, config: Config, state: TrainState, batch: dict) -> TrainState:
     """k-means initialisation of the RVQ codebooks from one batch's latents (EnCodec), before the first step."""
     codec = state_lib.merge_codec(graphs, state)
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), KMEANS_KEY)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), KMEANS_KEY)
     codec.init_codebooks(batch["wav"], batch["mask"], key)
     _, _, rest = nnx.split(codec, nnx.Param, ...)
-    return {**state, "codec": {"params": state["codec"]["params"], "rest": rest}}
+    return state.replace(codec=ModelState(state.codec.params, rest))
 
 
-def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding, adversarial: bool = True):
+def jit_step(graphs: Graphs, config: Config, state_shardings, batch_sharding, adversarial: bool = True,
+             optimizers: Optimizers | None = None):
     """The step jitted over the mesh: state in and out with its shardings (donated), batch split over devices,
-    metrics replicated. `adversarial=False`: the generator-only step (see `adversarial_at`)."""
+    metrics replicated. `adversarial=False`: the generator-only step (see `adversarial_at`). `optimizers`:
+    those the state was initialised with (default: built from the config, as `state.create` builds them)."""
+    optimizers = optimizers if optimizers is not None else state_lib.optimizers(config)
     replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
-    return jax.jit(lambda state, batch: train_step(graphs, config, state, batch, adversarial),
+    return jax.jit(lambda state, batch: train_step(graphs, config, optimizers, state, batch, adversarial),
                    in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
                    donate_argnums=0)
 
@@ -261,6 +265,7 @@ class StepPrograms:
 
     def __init__(self, config: Config, mesh: jax.sharding.Mesh, batch_sharding, batch_shapes: dict):
         self._config, self._batch_sharding = config, batch_sharding
+        self._optimizers = state_lib.optimizers(config)  # one set for both programs (not part of the cache key)
         self._abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
                                 for key, (shape, dtype) in sorted(batch_shapes.items())}
         batch = sorted((key, shape, str(dtype)) for key, (shape, dtype) in batch_shapes.items())
@@ -301,7 +306,8 @@ class StepPrograms:
         abstract_state = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh, weak_type=s.weak_type),
             state_shapes, state_shardings)
-        jitted = jit_step(graphs, self._config, state_shardings, self._batch_sharding, adversarial)
+        jitted = jit_step(graphs, self._config, state_shardings, self._batch_sharding, adversarial,
+                          self._optimizers)
         return compile_cache.compile_and_store(jitted, abstract_state, self._abstract_batch, description=description)
 
 

@@ -96,7 +96,7 @@ def test_a_local_transformers_asr_model_transcribes_files_in_a_subprocess(tmp_pa
     transcripts = recogniser.transcribe_files([CLIP, bad])
     # Random weights: any characters of its vocabulary, normalised; the unreadable file gives "" and no crash.
     assert len(transcripts) == 2 and transcripts[1] == "" and transcripts[0] == asr.normalize_text(transcripts[0])
-    from jaxcodec.eval.torch_tools import ToolError
+    from jaxcodec.eval.torch_subprocess import ToolError
 
     with pytest.raises(ToolError, match="ASR model"):
         asr.TransformersASR(str(tmp_path / "missing")).transcribe_files([CLIP])

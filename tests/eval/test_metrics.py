@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxcodec import quality
 from jaxcodec.eval import metrics
 
 pytest.importorskip("pesq", reason="the eval extra is not installed")
@@ -19,22 +20,22 @@ def speechlike(seconds: float = 2.0) -> np.ndarray:
 
 def test_identical_signals_score_the_wideband_ceiling():
     x = speechlike()
-    assert metrics.pesq_wb(x, x) == pytest.approx(4.644, abs=0.01)  # P.862.2's maximum MOS-LQO
+    assert quality.pesq_wb(x, x) == pytest.approx(4.644, abs=0.01)  # P.862.2's maximum MOS-LQO
 
 
 def test_more_noise_scores_lower():
     x = speechlike()
     noise = np.random.default_rng(0).standard_normal(len(x)) * np.std(x)
-    light, heavy = metrics.pesq_wb(x, x + 0.03 * noise), metrics.pesq_wb(x, x + 0.3 * noise)
+    light, heavy = quality.pesq_wb(x, x + 0.03 * noise), quality.pesq_wb(x, x + 0.3 * noise)
     assert 1.0 < heavy < light < 4.6
 
 
 def test_unscorable_clips_are_refused_with_the_reason():
     x = speechlike()
     with pytest.raises(ValueError, match="defined at 16000 Hz"):
-        metrics.pesq_wb(x, x, sample_rate=22_050)
+        quality.pesq_wb(x, x, sample_rate=22_050)
     with pytest.raises(ValueError, match="BufferTooShortError"):
-        metrics.pesq_wb(x[:200], x[:200])
+        quality.pesq_wb(x[:200], x[:200])
 
 
 def test_si_sdr_by_hand():
@@ -62,8 +63,8 @@ def test_mel_distance_zero_for_identical_and_grows_with_distortion():
 def test_stoi_and_the_combined_scores():
     x = speechlike(3.0)
     noise = np.random.default_rng(3).standard_normal(len(x)) * np.std(x)
-    assert metrics.stoi(x, x) == pytest.approx(1.0, abs=1e-6)
-    assert metrics.stoi(x, x + 2.0 * noise) < 0.9
+    assert quality.stoi(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert quality.stoi(x, x + 2.0 * noise) < 0.9
     scores = metrics.reconstruction_scores(x, x + 0.05 * noise, SR)
     assert set(scores) == {"mel_distance", "si_sdr", "pesq", "stoi"} and all(v is not None for v in scores.values())
     assert metrics.reconstruction_scores(x[:200], x[:200], SR)["pesq"] is None  # too short: not a number
@@ -73,5 +74,5 @@ def test_stoi_is_one_for_identical_signals_and_falls_with_noise():
     pytest.importorskip("pystoi", reason="the eval extra is not installed")
     x = speechlike(3.0)
     noise = np.random.default_rng(3).standard_normal(len(x)) * np.std(x)
-    assert metrics.stoi(x, x) == pytest.approx(1.0, abs=1e-6)
-    assert metrics.stoi(x, x + 3.0 * noise) < metrics.stoi(x, x + 0.3 * noise) < 1.0
+    assert quality.stoi(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert quality.stoi(x, x + 3.0 * noise) < quality.stoi(x, x + 0.3 * noise) < 1.0

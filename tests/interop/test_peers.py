@@ -19,7 +19,7 @@ from jaxcodec import config as config_lib
 from jaxcodec.interop import convert, files
 from jaxcodec.interop.layout import InteropError
 from jaxcodec.models.codec import Codec
-from scripts import torch_peers
+from scripts.torch_peers import peers as torch_peers
 
 torch.set_num_threads(2)
 

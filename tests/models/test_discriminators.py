@@ -1,5 +1,5 @@
 """Discriminators against PyTorch mirrors of their references, written with torch.nn only in
-scripts/torch_peers.py (the benchmark's PyTorch side uses the same mirrors): EnCodec's DiscriminatorSTFT
+scripts/torch_peers/discriminators.py (the benchmark's PyTorch side uses the same mirrors): EnCodec's DiscriminatorSTFT
 (facebookresearch/encodec, encodec/msstftd.py) and HiFi-GAN's DiscriminatorP / DiscriminatorS /
 MultiScaleDiscriminator pooling (jik876/hifi-gan, models.py).
 
@@ -25,7 +25,12 @@ from torch import nn
 from jaxcodec.config import DiscriminatorConfig
 from jaxcodec.models.conv import Conv1d, Conv2d
 from jaxcodec.models.discriminators import KINDS, Discriminators
-from scripts.torch_peers import TorchDiscriminatorP, TorchDiscriminatorS, TorchDiscriminatorSTFT, _torch_msd
+from scripts.torch_peers.discriminators import (
+    TorchDiscriminatorP,
+    TorchDiscriminatorS,
+    TorchDiscriminatorSTFT,
+    _torch_msd,
+)
 
 torch.set_num_threads(2)
 

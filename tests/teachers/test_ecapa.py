@@ -12,7 +12,6 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
-from teachers.common import TeacherLoadError, chunk_plan, codec_frames
 from teachers.ecapa import (
     DEFAULT_ECAPA,
     HUB_FILES,
@@ -21,6 +20,8 @@ from teachers.ecapa import (
     pool_mfa_frames,
     save_random_ecapa,
 )
+from teachers.errors import TeacherLoadError
+from teachers.frames import chunk_plan, codec_frames
 
 SR = 16_000
 TOL = 1e-4  # max abs difference relative to the feature scale: the padding contract of the precompute

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import HubertModel
 
-from teachers.common import CODEC_HOP, Chunk, TeacherLoadError, chunk_plan, codec_frames
+from teachers.errors import TeacherLoadError
+from teachers.frames import CODEC_HOP, Chunk, chunk_plan, codec_frames
 from teachers.hubert import EDGE_PAD, HubertTeacher, save_random_hubert
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcodec import audio
-from teachers.common import codec_frames
+from teachers.frames import codec_frames
 from teachers.phones import LABEL_SMOOTHING, PHONES, PhoneTeacher, posteriorgram
 
 pytest.importorskip("pocketsphinx")

@@ -16,8 +16,8 @@ import soundfile as sf
 from jaxcodec import audio
 from jaxcodec.data import manifest, shards
 from teachers import precompute
-from teachers.common import codec_frames
 from teachers.ecapa import EcapaTeacher, save_random_ecapa
+from teachers.frames import codec_frames
 from teachers.hubert import EDGE_PAD, MAX_CHUNK_SECONDS, HubertTeacher, save_random_hubert
 
 HUBERT_LAYER = "1"

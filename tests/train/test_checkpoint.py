@@ -17,7 +17,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcodec.train.checkpoint import Checkpointer, CheckpointError
+from jaxcodec.train.checkpoint import Checkpointer
+from jaxcodec.workdir import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 

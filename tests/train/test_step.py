@@ -82,8 +82,7 @@ def test_shared_discriminator_passes_give_the_plain_gradients():
     graphs, state, _, _ = one_device_state(config)
     batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
     key = jax.random.key(7)
-    grads, terms, _, _, _, d_loss, d_grads = jax.jit(
-        lambda state, batch: step_lib._grads(graphs, config, state, batch, key, True))(state, batch)
+    g = jax.jit(lambda state, batch: step_lib._grads(graphs, config, state, batch, key, True))(state, batch)
 
     @jax.jit
     def reference(state, batch):
@@ -99,10 +98,10 @@ def test_shared_discriminator_passes_give_the_plain_gradients():
         return generator, *jax.value_and_grad(disc_loss)(state["disc"]["params"])
 
     expected, expected_d_loss, expected_d_grads = reference(state, batch)
-    assert_trees_close(grads, expected)
-    assert_trees_close(d_grads, expected_d_grads)
-    np.testing.assert_allclose(float(d_loss), float(expected_d_loss), rtol=1e-5)
-    assert all(np.isfinite(float(v)) for v in terms.values())
+    assert_trees_close(g.generator, expected)
+    assert_trees_close(g.disc, expected_d_grads)
+    np.testing.assert_allclose(float(g.disc_loss), float(expected_d_loss), rtol=1e-5)
+    assert all(np.isfinite(float(v)) for v in g.terms.values())
 
 
 @pytest.mark.parametrize("adversarial", [True, False], ids=["gan_step", "generator_only_step"])
@@ -117,8 +116,8 @@ def test_balanced_gradient_is_the_gradient_of_the_rescaled_losses(adversarial):
 
     @jax.jit
     def balanced(state, batch):
-        grads, terms, _, balancer, metrics, _, _ = step_lib._grads(graphs, config, state, batch, key, adversarial)
-        return grads, terms, balancer, metrics
+        g = step_lib._grads(graphs, config, state, batch, key, adversarial)
+        return g.generator, g.terms, g.balancer, g.balancer_metrics
 
     grads, terms, balancer, metrics = balanced(state, batch)
     balanced_names = state_lib.BALANCED_LOSSES if adversarial else ("l1", "mel")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxcodec import config as config_lib
-from jaxcodec.eval import metrics as eval_metrics
+from jaxcodec import quality
 from jaxcodec.train import loop, sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
@@ -331,9 +331,9 @@ def test_validation_and_tensorboard_logs(straight_run):
     for row in valid.values():
         assert np.isfinite(row["valid_mel"]) and row["valid_l1"] > 0
         # PESQ on 8 crops when the eval extra is installed; a crop PESQ cannot score is counted, never a number.
-        if eval_metrics.pesq_available():
+        if quality.pesq_available():
             assert row.get("valid_pesq_skipped", 0) == 8 or 1.0 <= row["valid_pesq"] <= 4.65
-        if eval_metrics.stoi_available():  # STOI on the same crops
+        if quality.stoi_available():  # STOI on the same crops
             assert -1.0 <= row["valid_stoi"] <= 1.0
     for step in (6, 12):
         names = sorted(p.name for p in (straight_run / "samples" / f"{step:08d}").iterdir())
@@ -443,8 +443,8 @@ def test_fine_tuning_an_imported_workdir_keeps_its_codebooks(tmp_path, shard_dir
     there (step 0 → 1) and update those codebooks by EMA, not replace them by k-means on the first batch."""
     from flax import nnx
 
-    from jaxcodec.interop import files
     from jaxcodec.models.codec import Codec
+    from jaxcodec.train import from_codec
 
     config = micro_config(train={"num_steps": 1, "eval_every": 0, "checkpoint_every": 1})
     codec = Codec(config, rngs=nnx.Rngs(3))
@@ -453,7 +453,7 @@ def test_fine_tuning_an_imported_workdir_keeps_its_codebooks(tmp_path, shard_dir
     codec.quantizer.embed_avg[...] = imported * 10.0
     codec.quantizer.cluster_size[...] = np.full(codec.quantizer.cluster_size[...].shape, 10.0, np.float32)
     codec.quantizer.initialized[...] = np.asarray(True)
-    files.write_workdir(codec, config, tmp_path / "W", {"peer": "test"})
+    from_codec.write_workdir(codec, config, tmp_path / "W", {"peer": "test"})
     loop.train(config, shard_dir, tmp_path / "W", log=lambda *_: None)
     state = restore_final(tmp_path / "W", step=1, config=config)
     embed = np.asarray(state["codec"]["rest"]["quantizer"]["embed"])

@@ -1,5 +1,6 @@
-"""The evaluation models that run in PyTorch (a speaker encoder, a transformers ASR) live in `teachers/` and run
-in a subprocess, because jaxcodec never imports torch: a list of audio files goes in, one output file comes out."""
+"""The evaluation models that run in PyTorch (a speaker encoder, a transformers ASR) live in `teachers/evaluation/`
+and run in a subprocess, because jaxcodec never imports torch: a list of audio files goes in, one output file comes
+out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jaxcodec import python_child
-from jaxcodec.eval.metrics import MetricUnavailable
+from jaxcodec.quality import MetricUnavailable
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Transcripts of a list of audio files by a transformers ASR model (a hub id or a local directory), for
 `jaxcodec eval --asr MODEL` (jaxcodec never imports torch itself).
 
-    python -m teachers.asr --model ID_OR_DIR --list files.txt --out transcripts.json [--device cpu]
+    python -m teachers.evaluation.asr --model ID_OR_DIR --list files.txt --out transcripts.json [--device cpu]
 
 The output JSON holds `model`, `transcripts` (one string per listed file, in order; "" for a file that failed)
 and `errors` ({path: reason}). It is written to a temporary name and renamed.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from jaxcodec import atomic, audio
-from teachers.common import file_list_tool
+from teachers.evaluation.file_list import file_list_tool
 
 
 def load_pipeline(model: str, device: str = "cpu"):
@@ -36,7 +36,7 @@ def transcribe_files(recogniser, paths: list[str]) -> tuple[list[str], dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     args, paths = file_list_tool(
-        "python -m teachers.asr", __doc__.splitlines()[0], ".json", argv,
+        "python -m teachers.evaluation.asr", __doc__.splitlines()[0], ".json", argv,
         lambda p: p.add_argument("--model", required=True, help="transformers ASR model: hub id or local directory"))
     try:
         recogniser = load_pipeline(args.model, args.device)

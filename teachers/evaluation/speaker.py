@@ -1,6 +1,6 @@
 """Speaker embeddings of a list of audio files, for `jaxcodec eval` (which never imports torch itself).
 
-    python -m teachers.speaker --encoder resemblyzer|ecapa[:SOURCE] --list files.txt --out embeddings.npz
+    python -m teachers.evaluation.speaker --encoder resemblyzer|ecapa[:SOURCE] --list files.txt --out embeddings.npz
 
 `files.txt` holds one audio path per line; the output is an npz with `embeddings` float32 [N, dim] in the list's
 order (L2-normalised), `paths`, and `model` (what made them). A file that cannot be read gets a NaN row and its
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from jaxcodec import atomic, audio
-from teachers.common import file_list_tool
+from teachers.evaluation.file_list import file_list_tool
 
 
 def load_encoder(spec: str, device: str = "cpu"):
@@ -49,7 +49,7 @@ def embed_files(encoder, paths: list[str]) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, paths = file_list_tool("python -m teachers.speaker", __doc__.splitlines()[0], ".npz", argv,
+    args, paths = file_list_tool("python -m teachers.evaluation.speaker", __doc__.splitlines()[0], ".npz", argv,
                                  lambda p: p.add_argument("--encoder", default="resemblyzer"))
     try:
         encoder, model = load_encoder(args.encoder, args.device)

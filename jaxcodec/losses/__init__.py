@@ -1,0 +1,31 @@
+"""The codec's training losses, as pure functions of jnp arrays returning float32 scalars, by idea:
+`reconstruction` (waveform L1, multi-scale mel), `adversarial` (discriminator, generator, feature matching),
+`distillation` (semantic and acoustic teacher losses), `balancer` (EnCodec's gradient balancer) and `masking`
+(the masked mean they share: masks are 1.0 for real samples/frames and 0.0 for padding).
+
+Sources: EnCodec (arXiv 2210.13438; facebookresearch/encodec encodec/balancer.py; facebookresearch/audiocraft
+audiocraft/adversarial/losses.py), HiFi-GAN (arXiv 2010.05646; the same functions copied in ZhangXInFD/
+SpeechTokenizer speechtokenizer/trainer/loss.py) and SpeechTokenizer's distillation losses (same file).
+
+The package re-exports the public functions: a train step combines losses of every idea, and its callers write
+`losses.mel_loss(...)`, `losses.balance_gradients(...)` without caring which module holds which.
+"""
+
+from jaxcodec.losses.adversarial import (
+    FEATURE_SCALE_FLOOR,
+    HIFIGAN_FEATURE_LOSS_SCALE,
+    AdversarialKind,
+    Reduction,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from jaxcodec.losses.balancer import balance_gradients, balancer_init
+from jaxcodec.losses.distillation import COSINE_EPS, acoustic_loss, semantic_loss
+from jaxcodec.losses.reconstruction import l1_time, mel_loss
+
+__all__ = [
+    "COSINE_EPS", "FEATURE_SCALE_FLOOR", "HIFIGAN_FEATURE_LOSS_SCALE", "AdversarialKind", "Reduction",
+    "acoustic_loss", "balance_gradients", "balancer_init", "discriminator_loss", "feature_matching_loss",
+    "generator_adversarial_loss", "l1_time", "mel_loss", "semantic_loss",
+]
