@@ -1,5 +1,5 @@
 import sys
 
-from jaxcodec.cli import main
+from jaxcodec.commands import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@
         [--settings none/nothing both/dots ...]
 
 For every setting (none, seanet, disc, both; the rematerialised ones under each `train.remat_policy`) and batch
-of 1 s crops: the compiled GAN step's running memory from XLA's buffer assignment (`jaxcodec.bench
+of 1 s crops: the compiled GAN step's running memory from XLA's buffer assignment (`jaxcodec.commands.bench
 .running_memory_mb`: arguments + temporaries + outputs not written over donated arguments), and how many
 convolutions the lowered program holds against the compiled one (rematerialisation adds forward convolutions to
 the lowered program; a backend that keeps them recomputes). At `--time-batch` it also times 3 steps. Each setting
@@ -34,7 +34,7 @@ CONVOLUTION = re.compile(r"= [^ ]+ convolution\(")
 def measure(config_path: str, remat: str, policy: str, batch: int, timed: bool) -> dict:
     import jax
 
-    from jaxcodec import bench
+    from jaxcodec.commands import bench
 
     overrides = [f"train.remat={remat}", f"train.remat_policy={policy}"]
     config = bench.case_config(config_path, overrides, "gan_step", batch)

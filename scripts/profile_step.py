@@ -3,8 +3,8 @@
     .venv/bin/python scripts/profile_step.py --case generator_step --batch 16 [--config configs/base.yaml]
     .venv/bin/python scripts/profile_step.py --case gan_step --batch 4 --top 25
 
-Builds the same step `jaxcodec bench` times (`jaxcodec.bench.prepare_jax_case`, random weights: the cost does not
-depend on them), runs it under the JAX profiler and joins each executed HLO instruction with the optimised HLO
+Builds the same step `jaxcodec bench` times (`jaxcodec.commands.bench.prepare_jax_case`, random weights: the cost
+does not depend on them), runs it under the JAX profiler and joins each executed HLO instruction with the optimised HLO
 (`scripts/hlo_profile.py`): its kind (conv, conv dW = a convolution's weight gradient, dot, fft, loop,
 elementwise, layout), FLOPs, achieved GFLOP/s, bytes touched and the jaxcodec source line it came from.
 
@@ -74,7 +74,7 @@ def main() -> int:
 
     import jax
 
-    from jaxcodec import bench
+    from jaxcodec.commands import bench
 
     config = bench.case_config(args.config, args.overrides, args.case, args.batch)
     jitted, state, advance = bench.prepare_jax_case(config, args.case, args.batch, args.seconds)

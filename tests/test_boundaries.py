@@ -12,10 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_WORLD = {"torch", "torchaudio", "transformers", "speechbrain"}
 JAX_WORLD = {"jax", "jaxlib", "flax", "optax", "orbax", "grain"}
-# The modules behind `jaxcodec <command>` (and developer commands): the only ones outside jaxcodec/train/ that may
-# import it. When the commands move, this list changes and nothing else here.
-COMMAND_MODULES = ("jaxcodec/cli.py", "jaxcodec/demo.py", "jaxcodec/demo_report.py", "jaxcodec/bench.py",
-                   "jaxcodec/inference.py", "jaxcodec/tokenize.py", "jaxcodec/eval/cli.py")
+# The package behind `jaxcodec <command>` (and developer commands): the only code outside jaxcodec/train/ that may
+# import it, and that nothing else in jaxcodec/ imports (jaxcodec/__main__.py apart).
+COMMANDS = "jaxcodec.commands"
+COMMANDS_ENTRY = "jaxcodec/__main__.py"
 TRAINING = "jaxcodec.train"
 
 
@@ -42,7 +42,7 @@ def test_teachers_never_import_jax():
 
 
 def test_cli_parser_loads_neither_world():
-    code = ("import sys; from jaxcodec import cli; cli.build_parser(); "
+    code = ("import sys; from jaxcodec import commands; commands.build_parser(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             f"{sorted(TORCH_WORLD | JAX_WORLD)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -89,12 +89,12 @@ def test_python_children_run_no_code_from_the_working_directory_or_pythonpath(tm
 
 
 def test_python_children_are_started_by_one_helper():
-    """Every `sys.executable` child of the library goes through jaxcodec/python_child.py. bench.py is the
+    """Every `sys.executable` child of the library goes through jaxcodec/python_child.py. commands/bench.py is the
     exception: a developer tool whose children run with cwd set to the repository root, in python_child's
     environment."""
-    allowed = {"python_child.py", "bench.py"}
+    allowed = {"jaxcodec/python_child.py", "jaxcodec/commands/bench.py"}
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jaxcodec").rglob("*.py")
-                   if "sys.executable" in p.read_text() and p.name not in allowed)
+                   if "sys.executable" in p.read_text() and str(p.relative_to(ROOT)) not in allowed)
     assert users == []
 
 
@@ -128,15 +128,44 @@ def _within(name: str, package: str) -> bool:
 def test_only_commands_import_the_training_code():
     """jaxcodec.load, eval, interop and the data pipeline run without jaxcodec/train/: a codec is restored by
     jaxcodec.workdir, the shared plots and quality scores live outside both train/ and eval/."""
-    commands = {ROOT / module for module in COMMAND_MODULES}
-    assert all(command.is_file() for command in commands), "COMMAND_MODULES names a file that is not there"
     offenders = {}
     for path in sorted((ROOT / "jaxcodec").rglob("*.py")):
-        if _within(module_name(path), TRAINING) or path in commands:
+        if _within(module_name(path), TRAINING) or _within(module_name(path), COMMANDS):
             continue
         if found := sorted(name for name in imported_modules(path) if _within(name, TRAINING)):
             offenders[str(path.relative_to(ROOT))] = found
     assert offenders == {}
+
+
+def command_importers(paths) -> dict[str, list[str]]:
+    """The modules among `paths` outside jaxcodec/commands/ (and other than jaxcodec/__main__.py) that import it."""
+    offenders = {}
+    for path in sorted(paths):
+        if _within(module_name(path), COMMANDS) or str(path.relative_to(ROOT)) == COMMANDS_ENTRY:
+            continue
+        if found := sorted(name for name in imported_modules(path) if _within(name, COMMANDS)):
+            offenders[str(path.relative_to(ROOT))] = found
+    return offenders
+
+
+def test_the_library_never_imports_a_command():
+    """jaxcodec outside jaxcodec/commands/ is the library: importable, and used, without any command."""
+    assert (ROOT / "jaxcodec" / "commands" / "__init__.py").is_file()
+    assert command_importers((ROOT / "jaxcodec").rglob("*.py")) == {}
+
+
+def test_command_importers_finds_a_library_module_importing_a_command(tmp_path, monkeypatch):
+    """The check above would fail if, say, tokenizer.py imported a command (lazily, inside a function)."""
+    fake = tmp_path / "jaxcodec"
+    (fake / "commands").mkdir(parents=True)
+    (fake / "commands" / "__init__.py").write_text("from jaxcodec import tokenizer\n")
+    (fake / "__main__.py").write_text("from jaxcodec.commands import main\n")
+    (fake / "tokenizer.py").write_text("def f():\n    from jaxcodec.commands.encode import loaded_batches\n")
+    (fake / "workdir.py").write_text("from .commands import info\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert command_importers(fake.rglob("*.py")) == {
+        "jaxcodec/tokenizer.py": ["jaxcodec.commands.encode", "jaxcodec.commands.encode.loaded_batches"],
+        "jaxcodec/workdir.py": ["jaxcodec.commands", "jaxcodec.commands.info"]}
 
 
 def folder_imports() -> dict[str, set[str]]:
@@ -209,7 +238,7 @@ def test_load_imports_neither_grain_nor_the_training_code_nor_a_command(tmp_path
     codec = Codec(config, rngs=nnx.Rngs(0))
     files.export_file(codec, config, tmp_path / "micro.safetensors")
     from_codec.write_workdir(codec, config, tmp_path / "W", {"peer": "test"})
-    forbidden = sorted({"grain", TRAINING} | {module_name(ROOT / module) for module in COMMAND_MODULES})
+    forbidden = sorted({"grain", TRAINING, COMMANDS})
     exported, workdir = str(tmp_path / "micro.safetensors"), str(tmp_path / "W")
     code = (f"import sys; import jaxcodec; jaxcodec.load({exported!r}); print(jaxcodec.load({workdir!r}).step); "
             f"print(sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r})))")

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from jaxcodec import config as cfg
-from jaxcodec.cli import main, model_info
+from jaxcodec.commands import main
+from jaxcodec.commands.info import model_info
 from scripts.torch_peers import peers as torch_peers
 
 

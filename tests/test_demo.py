@@ -70,7 +70,7 @@ def test_shortened_demo_runs_every_stage_and_writes_the_report(tmp_path):
 
 
 def test_demo_without_its_config_says_where_to_find_one(tmp_path, capsys):
-    from jaxcodec.cli import main
+    from jaxcodec.commands import main
 
     assert main(["demo", "--out", str(tmp_path / "demo"), "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
@@ -81,8 +81,7 @@ def test_demo_without_its_config_says_where_to_find_one(tmp_path, capsys):
 def test_demo_refuses_a_budget_too_small_for_its_stages(tmp_path, capsys):
     """--minutes 4 cannot hold the teachers, a useful training share and the evaluation: one line that says what
     is needed, before any stage runs (it used to train for a negative budget and evaluate step 1)."""
-    from jaxcodec import demo
-    from jaxcodec.cli import main
+    from jaxcodec.commands import demo, main
 
     assert main(["demo", "--out", str(tmp_path / "demo"), "--minutes", "4"]) == 2
     err = capsys.readouterr().err
@@ -93,7 +92,7 @@ def test_demo_refuses_a_budget_too_small_for_its_stages(tmp_path, capsys):
 
 
 def test_training_share_never_drops_below_its_minimum():
-    from jaxcodec import demo
+    from jaxcodec.commands import demo
 
     assert demo.training_seconds(15, elapsed=60) == 15 * 60 - 60 - demo.EVAL_RESERVE_SECONDS
     assert demo.training_seconds(6, elapsed=300) == demo.MIN_TRAINING_SECONDS

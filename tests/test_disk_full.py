@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jaxcodec import atomic
-from jaxcodec.cli import main
+from jaxcodec.commands import main
 from jaxcodec.data import shards
 from tests.test_inference import _manifest, corpus, exported  # noqa: F401 (fixtures)
 

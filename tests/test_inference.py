@@ -13,11 +13,11 @@ from flax import nnx
 
 import jaxcodec
 from jaxcodec import audio
-from jaxcodec.cli import main
+from jaxcodec.commands import main
+from jaxcodec.commands.tokenize import weights_sha256
 from jaxcodec.data import shards
 from jaxcodec.interop import files
 from jaxcodec.models.codec import Codec
-from jaxcodec.tokenize import weights_sha256
 from tests.test_tokenizer import _speech_like
 from tests.train.micro import micro_config
 

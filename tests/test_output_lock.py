@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from jaxcodec import atomic, output_lock
-from jaxcodec.cli import main
+from jaxcodec.commands import main
 from jaxcodec.data import shards
 from jaxcodec.output_lock import OutputLockError
 

@@ -19,7 +19,6 @@ comes from a directory name (LibriSpeech's train-clean-100, dev-clean, test-othe
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -27,7 +26,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -49,7 +47,6 @@ SIDECAR_SUFFIX = ".txt"  # <stem>.txt next to the audio: the whole file is the t
 REJECTS_SUFFIX = ".rejects.jsonl"
 HEADER_CHUNK = 64  # files per thread-pool task: small enough to balance 8 workers, large enough to keep few futures
 HASH_BYTES = 8  # 64 bits of sha256: the split hash's resolution is 2**-64
-HELP = "scan a directory of audio into manifest.jsonl (duration, rate, speaker, transcript, split)"
 
 
 class ManifestError(ValueError):
@@ -427,59 +424,3 @@ def summary(entries: Sequence[dict]) -> str:
         lines.append(f"note: no {' or '.join(empty)} utterances; name speakers with --valid-speakers/--test-speakers "
                      "or raise the fractions")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `jaxcodec manifest`."""
-    parser.add_argument("dir", metavar="DIR", help="corpus root, scanned recursively")
-    parser.add_argument("-o", "--output", required=True, help="manifest to write (JSON lines), e.g. manifest.jsonl")
-    parser.add_argument("--speaker-pattern", default=LIBRISPEECH_PATTERN,
-                        help="regex with named group (?P<speaker>...) and optionally (?P<chapter>...), searched in "
-                             "the path relative to DIR; default: LibriSpeech's numeric SPEAKER/CHAPTER/ directories; "
-                             "no match: the parent directory is the speaker")
-    parser.add_argument("--split-by", choices=SPLIT_BY, default="speaker",
-                        help="speaker: unseen speakers in valid/test (default); utterance: hash of each id; "
-                             "path: a directory named train*/dev*/valid*/test* (LibriSpeech's train-clean-100, ...)")
-    parser.add_argument("--valid-fraction", type=float, default=0.05, help="share of keys hashed to valid")
-    parser.add_argument("--test-fraction", type=float, default=0.05, help="share of keys hashed to test")
-    parser.add_argument("--valid-speakers", type=_comma_list, default=(), metavar="S1,S2",
-                        help="speakers put in valid regardless of the hash")
-    parser.add_argument("--test-speakers", type=_comma_list, default=(), metavar="S1,S2",
-                        help="speakers put in test regardless of the hash")
-    parser.add_argument("--id-from", choices=ID_FROM, default="stem",
-                        help="utterance id: the file name without extension (default) or the relative path")
-    parser.add_argument("--workers", type=int, default=8, help="threads reading audio headers")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`jaxcodec manifest`: scan, write, print a summary; 2 with a one-line error when nothing usable results."""
-    try:
-        entries, rejects = scan(
-            args.dir, speaker_pattern=args.speaker_pattern, split_by=args.split_by,
-            valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
-            valid_speakers=args.valid_speakers, test_speakers=args.test_speakers, id_from=args.id_from,
-            workers=args.workers, progress=sys.stderr.isatty())
-        if not entries:  # an empty manifest would only fail later, in precompute or training
-            rejected = rejects_path(args.output)
-            atomic.write_jsonl(rejected, rejects)
-            raise ManifestError(f"none of the {len(rejects)} audio files is readable, see {rejected}")
-        rejected = write(entries, rejects, args.output)
-    except ManifestError as err:
-        print(f"jaxcodec manifest: error: {err}", file=sys.stderr)
-        return 2
-    for folder in (reject for reject in rejects if reject.get("kind") == "folder"):
-        print(f"jaxcodec manifest: warning: {folder['path']}: {folder['reason']}", file=sys.stderr)
-    print(f"wrote {args.output}")
-    print(summary(entries))
-    if rejected is not None:
-        folders = sum(reject.get("kind") == "folder" for reject in rejects)
-        print(f"{len(rejects) - folders} files{f' and {folders} unreadable folders' if folders else ''} "
-              f"rejected, see {rejected}")
-    return 0

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jaxcodec.commands import manifest as manifest_command
 from jaxcodec.data import manifest
 from jaxcodec.data.manifest import ManifestError
 
@@ -298,7 +299,7 @@ def test_summary_counts(tmp_path):
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    manifest.add_arguments(parser)
+    manifest_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -307,7 +308,7 @@ def test_run_end_to_end(tmp_path, capsys):
     write_librispeech(corpus)
     (corpus / "dev-clean" / "84" / "121123" / "84-121123-0001.flac").write_bytes(b"")
     out = tmp_path / "manifest.jsonl"
-    assert manifest.run(parse([str(corpus), "-o", str(out), "--split-by", "path", "--workers", "2"])) == 0
+    assert manifest_command.main(parse([str(corpus), "-o", str(out), "--split-by", "path", "--workers", "2"])) == 0
     printed = capsys.readouterr().out
     assert "total: 5 utterances" in printed
     assert f"1 files rejected, see {tmp_path / 'manifest.rejects.jsonl'}" in printed
@@ -315,7 +316,7 @@ def test_run_end_to_end(tmp_path, capsys):
 
     args = parse([str(corpus), "-o", str(out), "--test-speakers", " 19, 26 ,", "--valid-fraction", "0"])
     assert args.test_speakers == ("19", "26")
-    assert manifest.run(args) == 0
+    assert manifest_command.main(args) == 0
     assert {e["split"] for e in manifest.read(out) if e["speaker"] in ("19", "26")} == {"test"}
 
 
@@ -323,7 +324,7 @@ def test_run_reports_errors(tmp_path, capsys):
     write_clip(tmp_path / "a" / "x.wav", 800, 8_000)
     write_clip(tmp_path / "b" / "x.wav", 800, 8_000)
     out = tmp_path / "manifest.jsonl"
-    assert manifest.run(parse([str(tmp_path), "-o", str(out)])) == 2
+    assert manifest_command.main(parse([str(tmp_path), "-o", str(out)])) == 2
     assert capsys.readouterr().err.startswith("jaxcodec manifest: error: ")
     assert not out.exists()
 
@@ -332,7 +333,7 @@ def test_run_fails_when_nothing_is_readable(tmp_path, capsys):
     (tmp_path / "corpus" / "s").mkdir(parents=True)
     (tmp_path / "corpus" / "s" / "a.flac").write_bytes(b"")
     out = tmp_path / "manifest.jsonl"
-    assert manifest.run(parse([str(tmp_path / "corpus"), "-o", str(out)])) == 2
+    assert manifest_command.main(parse([str(tmp_path / "corpus"), "-o", str(out)])) == 2
     assert "none of the 1 audio files is readable" in capsys.readouterr().err
     assert not out.exists()
     assert "empty" in (tmp_path / "manifest.rejects.jsonl").read_text()
@@ -351,7 +352,7 @@ def _corpus_with_a_locked_folder(root: Path) -> Path:
 
 def _check_the_locked_folder_is_reported(root: Path, locked: Path, capsys) -> None:
     out = root.parent / "manifest.jsonl"
-    assert manifest.run(parse([str(root), "-o", str(out), "--split-by", "utterance", "--workers", "1"])) == 0
+    assert manifest_command.main(parse([str(root), "-o", str(out), "--split-by", "utterance", "--workers", "1"])) == 0
     captured = capsys.readouterr()
     assert f"jaxcodec manifest: warning: {locked}: folder not readable (Permission denied)" in captured.err
     assert "0 files and 1 unreadable folders rejected" in captured.out

@@ -273,7 +273,7 @@ def test_wrong_type_records_and_index_keys_are_reported_not_raised(tmp_path, cap
     tracebacks (TypeError in decode_record, KeyError in `shards info`)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    from jaxcodec import cli
+    from jaxcodec import commands
 
     write_set(tmp_path)
     name = "shard-00001-of-00002.array_record"
@@ -294,7 +294,7 @@ def test_wrong_type_records_and_index_keys_are_reported_not_raised(tmp_path, cap
     del index["num_records"]
     (tmp_path / "index.json").write_text(json.dumps(index))
     for action, code in (("info", 2), ("verify", 1)):
-        assert cli.main(["shards", action, str(tmp_path)]) == code
+        assert commands.main(["shards", action, str(tmp_path)]) == code
         captured = capsys.readouterr()
         said = (captured.err + captured.out).strip().splitlines()
         assert len(said) == 2 if action == "verify" else len(said) == 1, said

@@ -10,7 +10,7 @@ import pytest
 
 from jaxcodec import audio
 from jaxcodec import config as config_lib
-from jaxcodec.cli import main
+from jaxcodec.commands import main
 from tests.train.micro import micro_config
 
 CORPUS = Path(__file__).resolve().parents[2] / "jaxcodec" / "data" / "corpus"

@@ -217,10 +217,10 @@ def test_malformed_peer_config_json_is_one_line_naming_the_file_and_key(tmp_path
     """Issue 18 #12: each of these was a traceback (JSONDecodeError, AttributeError, ZeroDivisionError…)."""
     from safetensors.numpy import save_file
 
-    from jaxcodec import cli
+    from jaxcodec import commands
 
     save_file({"encoder.layers.0.conv.bias": np.zeros(4, np.float32)}, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(text)
-    assert cli.main(["import", "--from", "encodec", str(tmp_path), "-o", str(tmp_path / "W")]) == 2
+    assert commands.main(["import", "--from", "encodec", str(tmp_path), "-o", str(tmp_path / "W")]) == 2
     err = capsys.readouterr().err
     assert named in err and str(tmp_path / "config.json") in err and len(err.strip().splitlines()) == 1, err

@@ -10,7 +10,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcodec import config as cfg
-from jaxcodec.cli import count
+from jaxcodec.commands.info import count
 from jaxcodec.models.aligner import AcousticAligner
 from jaxcodec.models.codec import Codec, frame_mask
 from jaxcodec.models.seanet import SEANetDecoder, SEANetEncoder

@@ -99,7 +99,7 @@ def test_an_alignment_that_stops_early_is_refused():
 def test_precompute_stores_phone_posteriorgrams_with_their_label(tmp_path, capsys):
     """`--content-teacher phones`: the `hubert` field holds [ceil(N/320), 40] rows summing to 1, the provenance
     says it is not HuBERT, and `jaxcodec shards info` prints that label."""
-    from jaxcodec.cli import main
+    from jaxcodec.commands import main
     from jaxcodec.data import manifest, shards
     from teachers import precompute
 

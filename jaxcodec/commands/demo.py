@@ -33,7 +33,10 @@ import numpy as np
 from jaxcodec import atomic, audio, python_child
 from jaxcodec.data import manifest as manifest_lib
 
-PACKAGE = Path(__file__).resolve().parent
+HELP = ("the whole pipeline on the bundled corpus, on CPU, in minutes: manifest → teachers → training → "
+        "evaluation → tokens → report.md")
+
+PACKAGE = Path(__file__).resolve().parents[1]  # jaxcodec/
 CORPUS = PACKAGE / "data" / "corpus"
 CPU_CONFIG = PACKAGE.parent / "configs" / "cpu.yaml"
 DEFAULT_MINUTES = 15.0
@@ -233,7 +236,7 @@ def _mean(values) -> float | None:
 
 def write_report(out: Path, teachers: dict, provenance: dict, summary: dict, timings: dict, train_info: dict
                  ) -> Path:
-    from jaxcodec.demo_report import render
+    from jaxcodec.commands.demo_report import render
 
     return render(out, teachers, provenance, summary, timings, train_info)
 

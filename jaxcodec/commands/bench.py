@@ -39,7 +39,7 @@ import numpy as np
 from jaxcodec import python_child
 
 HELP = "JAX vs PyTorch (eager, torch.compile) throughput on the same model, weights and batch"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 TORCH_HARNESS = ROOT / "scripts" / "torch_peers"  # a package, run as `python -m scripts.torch_peers` from ROOT
 TORCH_HARNESS_COMMAND = [sys.executable, "-m", "scripts.torch_peers"]
 PEER_OF_CONFIG = {"base": "encodec", "speechtokenizer": "speechtokenizer", "tiny": "encodec"}
@@ -303,11 +303,11 @@ def run(args: argparse.Namespace) -> dict:
         if "error" in saved:
             raise SystemExit(f"jaxcodec bench: error: building the {peer} peer failed: {saved['error']}")
         results["peer_parameters"] = saved.get("params")
-        results["matmul"] = _last_json([sys.executable, "-m", "jaxcodec.bench", "--matmul"], env)
+        results["matmul"] = _last_json([sys.executable, "-m", "jaxcodec.commands.bench", "--matmul"], env)
         for spec in args.rows:
             case, batch, seconds = spec.split(":")
-            sides = {"jax": [sys.executable, "-m", "jaxcodec.bench", "--child", args.config, peer, weights, case,
-                             batch, seconds, str(args.iters), *sets]}
+            sides = {"jax": [sys.executable, "-m", "jaxcodec.commands.bench", "--child", args.config, peer, weights,
+                             case, batch, seconds, str(args.iters), *sets]}
             for mode in args.torch_modes:
                 sides[f"torch {mode}"] = [*TORCH_HARNESS_COMMAND, "run", "--peer", peer, "--config",
                                           args.config, *sets, "--weights", weights, "--case", case, "--batch",
@@ -422,4 +422,4 @@ if __name__ == "__main__":
         print(json.dumps(run_jax_case(config_path, overrides, peer, weights, case, int(batch), float(seconds),
                                       int(iters))))
     else:
-        raise SystemExit("python -m jaxcodec.bench is the benchmark's child process; run `jaxcodec bench`")
+        raise SystemExit("python -m jaxcodec.commands.bench is the benchmark's child process; run `jaxcodec bench`")

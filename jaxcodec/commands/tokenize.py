@@ -29,6 +29,9 @@ from jaxcodec import audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.data import shards
 
+HELP = ("a manifest → token shards (ArrayRecord, int16 codes) for language-model training; resumable, "
+        "splittable over hosts")
+
 TARGET_SHARD_FRAMES = 50 * 3600 * 10  # default shard size: 10 h of tokens (8 levels: 29 MB of int16 codes)
 
 
@@ -61,7 +64,7 @@ def _record(entry: dict, codes_qt: np.ndarray, num_samples: int, sample_rate: in
 
 def fill_shard(tokenizer, n_q: int, batch_size: int, writer: shards.ShardWriter, entries: list[dict]) -> list[dict]:
     """Encodes one shard's entries in batches and writes their records in id order; returns the rejects."""
-    from jaxcodec.inference import loaded_batches
+    from jaxcodec.commands.encode import loaded_batches
 
     failed, by_id = [], {}
 

@@ -26,6 +26,10 @@ import numpy as np
 
 from jaxcodec import atomic, audio, output_lock
 
+HELPS = {"encode": "audio → RVQ codes (.npy int16 [n_q, T]): a file, a folder or a manifest",
+         "decode": "codes (.npy) → 16 kHz WAV: a file or a folder",
+         "resynth": "audio → codes → audio (WAV), to listen to the codec at a bitrate"}
+
 CODES_SUFFIX = ".npy"
 # The largest codes file decode accepts: 1 GiB of int16 codes is ~370 h at 8 levels × 50 frames/s, far beyond one
 # utterance; a header claiming more is damage, refused before anything is allocated from it.
