@@ -70,8 +70,7 @@ def fill_shard(tokenizer, n_q: int, batch_size: int, writer: shards.ShardWriter,
 
     def load(entry):
         wav, _ = audio.read(entry["path"], tokenizer.sample_rate)
-        if not np.all(np.isfinite(wav)):
-            raise audio.AudioError("NaN/Inf samples")
+        audio.check_finite(wav)
         return wav
 
     estimate = lambda entry: (int(entry.get("duration", 0.0) * tokenizer.sample_rate), 0)  # noqa: E731
