@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile scripts/disable_torchaudio_native.py
 	$(PY) -m pip install --upgrade pip "setuptools<81" wheel
 	# torch first, pinned: 2.13.0 is the CPU build on this machine's disk; anything else downloads CUDA builds.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[teachers,eval,dev]"
+	$(PY) -m pip install -e ".[teachers,eval,dev,corpus]"
 	# The SpeechTokenizer peer's declared dependencies would pull a different torch: install it alone.
 	$(PY) -m pip install --no-deps speechtokenizer==1.0.1
 	# PyPI's torchaudio (pulled by speechbrain) is a CUDA build: keep its native libraries from loading.

@@ -424,3 +424,16 @@ def summary(entries: Sequence[dict]) -> str:
         lines.append(f"note: no {' or '.join(empty)} utterances; name speakers with --valid-speakers/--test-speakers "
                      "or raise the fractions")
     return "\n".join(lines)
+
+
+def combine(*groups: Sequence[dict]) -> list[dict]:
+    """Several corpora's entries as one manifest, sorted by id (e.g. the bundled synthetic corpus and the real
+    one); raises ManifestError when an id occurs twice, naming both files."""
+    first: dict[str, dict] = {}
+    for group in groups:
+        for entry in group:
+            if entry["id"] in first:
+                raise ManifestError(f"id {entry['id']!r} is in two corpora: {first[entry['id']]['path']} and "
+                                    f"{entry['path']}; give one of them other ids")
+            first[entry["id"]] = entry
+    return sorted(first.values(), key=lambda entry: entry["id"])
