@@ -14,6 +14,17 @@ scripts/harvard_sentences.txt), dealt to speakers round-robin so every speaker r
 `jaxcodec manifest OUT --test-speakers ... --valid-speakers ...` reads it like LibriSpeech; the split each
 speaker belongs to (test speakers unseen in training) is in speakers.json. Files are written to a temporary
 name and renamed; a rerun skips finished utterances.
+
+Real speech instead of synthesis:
+
+    .venv/bin/python scripts/make_corpus.py --source asterisk --out /data/real_corpus [--cache DEB_FOLDER]
+
+builds the real-speech corpus of jaxcodec/data/real_corpus.py: three Debian Asterisk voice packages (fr-CA, it-IT,
+ru-RU; ~70 min of read speech in all), fetched with `apt-get download` into the cache folder (default
+$XDG_CACHE_HOME/jaxcodec/debian) unless their .deb files are already there, decoded from G.722 to FLAC in the same
+layout (speakers 601-603), non-speech left out with its reason, a fixed split by utterance; OUT/README.md says
+what is in it. Needs the `corpus` extra (pip install -e ".[corpus]"). The corpus appears whole or not at all; a
+rerun on a finished corpus does nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,11 +186,44 @@ def read_sentences(path: Path = SENTENCES) -> list[str]:
             if line.strip() and not line.startswith("#")]
 
 
+def make_real_corpus(out: Path | None, cache: Path | None) -> int:
+    """--source asterisk: jaxcodec.data.real_corpus.build, and what it made."""
+    from jaxcodec.data import real_corpus
+
+    if out is None:
+        print("make_corpus: error: --source asterisk needs --out (the bundled corpus folder is for the TTS corpus)",
+              file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    try:
+        summary = real_corpus.build(out, cache=cache)
+    except real_corpus.CorpusError as err:
+        print(f"make_corpus: error: {err}", file=sys.stderr)
+        return 2
+    for s in summary["speakers"]:
+        splits = ", ".join(f"{k} {v['utterances']} ({v['seconds'] / 60:.1f} min)" for k, v in s["splits"].items())
+        print(f"speaker {s['speaker']} ({s['folder']}, {s['licence']}): {s['utterances']} utterances, "
+              f"{s['seconds'] / 3600:.3f} h: {splits}; rejected {s['rejects']}")
+    verb = "built" if summary["built"] else "already built"
+    print(f"{summary['utterances']} utterances, {summary['seconds'] / 3600:.2f} h in {out} ({verb}; rejected "
+          f"{summary['rejects']}; {time.monotonic() - start:.1f} s)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "jaxcodec" / "data" / "corpus")
+    parser.add_argument("--source", choices=("tts", "asterisk"), default="tts",
+                        help="tts: synthesise the bundled corpus (default); asterisk: real speech from Debian's "
+                             "Asterisk voice packages (jaxcodec/data/real_corpus.py)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (tts default: jaxcodec/data/corpus; asterisk: required)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="asterisk: folder for the downloaded .deb files (default $XDG_CACHE_HOME/jaxcodec/debian)")
     parser.add_argument("--sentences-per-speaker", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.source == "asterisk":
+        return make_real_corpus(args.out, args.cache)
+    args.out = args.out or ROOT / "jaxcodec" / "data" / "corpus"
     try:
         summary = make_corpus(args.out, read_sentences(), args.sentences_per_speaker)
     except CorpusError as err:
