@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jaxcodec import output_lock
 from jaxcodec.data import debian_package, manifest, real_corpus, tone_detector
 from jaxcodec.data.real_corpus import CorpusError
 
@@ -522,3 +523,11 @@ def test_command_line_error_is_one_line(tmp_path):
                           text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("make_corpus: error: apt-get not found")
+
+
+def test_a_second_build_of_the_same_folder_while_one_runs_is_refused(built, tmp_path):
+    with output_lock.held(tmp_path, name=".out.lock", command="make_corpus.py --source asterisk"):
+        with pytest.raises(CorpusError, match="make_corpus.py --source asterisk") as err:
+            real_corpus.build(tmp_path / "out", cache=built["cache"], log=lambda line: None)
+    one_line(err)
+    assert not (tmp_path / "out").exists()
