@@ -392,6 +392,10 @@ def test_manifest_entries_refuses_an_unfinished_or_changed_corpus(built, tmp_pat
     with pytest.raises(CorpusError, match="1 missing") as err:
         real_corpus.manifest_entries(copy)
     one_line(err)
+    (copy / real_corpus.UTTERANCES_FILE).write_text("{not json\n")
+    with pytest.raises(CorpusError, match="missing or damaged") as err:
+        real_corpus.manifest_entries(copy)
+    one_line(err)
 
 
 # ---------------------------------------------------------------------------------------------------- failures
@@ -504,7 +508,10 @@ def test_a_failed_write_leaves_no_output_and_the_next_run_completes(built, tmp_p
     one_line(err)
     assert os.listdir(tmp_path) == []  # neither the corpus, nor its temporary folder, nor the lock
     monkeypatch.setattr(real_corpus, "_write_flac", real_write)
+    stale = tmp_path / ".out.tmp-0123456789abcdef"  # what a killed build leaves
+    (stale / "601" / "1").mkdir(parents=True)
     assert real_corpus.build(tmp_path / "out", cache=built["cache"], log=lambda line: None)["built"] is True
+    assert os.listdir(tmp_path) == ["out"]
 
 
 def test_an_output_folder_holding_something_else_is_refused(tmp_path):
