@@ -2,7 +2,7 @@
 default): the floor under every PER `jaxcodec eval` reports, per voice engine, split and speaker, with the
 phone-loop decoding time per clip.
 
-    .venv/bin/python scripts/phone_error_floor.py [--corpus jaxcodec/data/corpus] [--json OUT.json]
+    .venv/bin/python -m scripts.phone_error_floor [--corpus jaxcodec/data/corpus] [--json OUT.json]
 """
 
 from __future__ import annotations
