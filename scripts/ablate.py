@@ -52,8 +52,8 @@ def variant_config(config_path: Path, shards: Path, steps: int, overrides: list[
 
 
 def summary_rows(results: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
-    """{row name: {variant: values over seeds}} from each run's metrics.json: full-bitrate metrics, VC and every
-    probe of report.PROBE_ROWS per level group."""
+    """{row name: {variant: values over seeds}} from each run's metrics.json: full-bitrate metrics, WER and PER of
+    level 1 alone (report.LEVEL_ONE_METRICS), VC and every probe of report.PROBE_ROWS per level group."""
     from jaxcodec.eval import report
 
     rows: dict[str, dict[str, list[float]]] = {}
@@ -66,6 +66,8 @@ def summary_rows(results: dict[str, list[dict]]) -> dict[str, dict[str, list[flo
         for result in runs:
             for key, label, _, up in report.BITRATE_METRICS:
                 add(f"{label} {'↑' if up else '↓'}", variant, result["bitrates"][-1].get(key))
+            for key, label, _, up in report.LEVEL_ONE_METRICS:  # content at n_q = 1: level 1's own share
+                add(f"{label}, level 1 only {'↑' if up else '↓'}", variant, report.level_one_row(result).get(key))
             for key, label, _ in report.VC_METRICS:
                 add(f"VC: {label}", variant, (result.get("voice_conversion") or {}).get(key))
             for probe in report.PROBE_ROWS:

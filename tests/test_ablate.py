@@ -19,3 +19,15 @@ def test_summary_table_by_hand():
     assert phone == "| probe: phone, level 1 ↑ | 0.150 ± 0.071 | 0.600 ± 0.141 | +3.2 |"
     pesq = next(line for line in table if line.startswith("| PESQ-wb"))
     assert pesq == "| PESQ-wb ↑ | 1.200 ± 0.141 | 1.000 ± 0.000 | -1.4 |"  # (1.0 − 1.2) / 0.1414
+
+
+def test_wer_and_per_of_level_1_alone_get_their_own_rows():
+    def run(per_level_1: float, per_full: float) -> dict:
+        return {"bitrates": [{"n_q": 1, "wer": 0.9, "per": per_level_1}, {"n_q": 8, "wer": 0.4, "per": per_full}]}
+
+    rows = ablate.summary_rows({"recon-only": [run(0.8, 0.3), run(0.7, 0.3)], "semantic": [run(0.5, 0.3)]})
+    assert rows["PER, level 1 only ↓"] == {"recon-only": [0.8, 0.7], "semantic": [0.5]}
+    assert rows["WER, level 1 only ↓"] == {"recon-only": [0.9, 0.9], "semantic": [0.9]}
+    assert rows["PER ↓"] == {"recon-only": [0.3, 0.3], "semantic": [0.3]}  # the full bitrate, as before
+    # An evaluation without n_q = 1 (--n-q 8) has no level-1 row.
+    assert "PER, level 1 only ↓" not in ablate.summary_rows({"full": [{"bitrates": [{"n_q": 8, "per": 0.3}]}]})

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-HELP = ("measure a checkpoint: reconstruction at every bitrate, WER, speaker similarity/EER, voice conversion, "
+HELP = ("measure a checkpoint: reconstruction at every bitrate, WER, PER, speaker similarity/EER, voice conversion, "
         "probes, codebook health → report.md + PNGs; or --compare two report folders")
 
 
@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resemblyzer (offline), ecapa, ecapa:DIR_OR_ID (a DIR is read weights only, its "
                              "hyperparams.yaml not run), or none (default: %(default)s)")
     parser.add_argument("--asr", default="pocketsphinx",
-                        help="WER recogniser: pocketsphinx (offline), a transformers ASR model id or directory "
-                             "(run by teachers.evaluation.asr, PyTorch), or none (default: %(default)s)")
+                        help="WER recogniser: pocketsphinx (offline; also PER, by its phone decoding), a "
+                             "transformers ASR model id or directory (run by teachers.evaluation.asr, PyTorch; no "
+                             "PER), or none (default: %(default)s)")
     parser.add_argument("--no-vc", action="store_true", help="skip voice conversion by token swap")
     parser.add_argument("--no-probes", action="store_true", help="skip the probes on frozen tokens")
     parser.add_argument("--probe-split", default="all", help="manifest split the probes use (default: %(default)s)")

@@ -1,7 +1,8 @@
 """`jaxcodec eval`: one checkpoint measured the way the field does, on a manifest's test split.
 
 For every test utterance and every bitrate (n_q = 1..8 levels, 50..400 tokens/s): PESQ-wb, STOI, SI-SDR, mel
-distance (metrics.py), MCD and F0 error (world.py), the ASR transcript (asr.py); speaker similarity of each
+distance (metrics.py), MCD and F0 error (world.py), the ASR transcript (asr.py) and the phones PocketSphinx
+hears against the transcript's dictionary phones (phone_error_rate.py); speaker similarity of each
 reconstruction to its original and verification EER (speaker.py); voice conversion by token swap (vc.py);
 probes on the frozen tokens (probes.py); codebook health (codebook.py). Results: DIR/metrics.json (means),
 DIR/utterances.jsonl (every score of every clip), DIR/report.md with PNGs (report.py), DIR/samples/*.wav.
@@ -23,7 +24,7 @@ import numpy as np
 from jaxcodec import atomic, audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.eval import asr as asr_lib
-from jaxcodec.eval import probes, scoring, speaker, vc
+from jaxcodec.eval import phone_error_rate, probes, scoring, speaker, vc
 from jaxcodec.eval.codebook import CodeUsage
 from jaxcodec.eval.torch_subprocess import ToolError
 from jaxcodec.quality import MetricUnavailable
@@ -32,6 +33,9 @@ from jaxcodec.quality import MetricUnavailable
 MANIFEST_KEYS = frozenset({"id", "path", "duration", "frames", "sample_rate", "channels", "speaker", "chapter",
                            "text", "split"})
 LABEL_FILE_SKIP = frozenset({"id", "speaker", "split", "seconds"})
+# Words missing from the pronouncing dictionary listed in metrics.json (enough to see what to add; the count
+# of unscorable utterances is complete).
+MISSING_WORDS_LISTED = 50
 SCORE_KEYS = ("pesq", "stoi", "mel_distance", "si_sdr", "mcd", "f0_rmse", "f0_corr", "vuv_error")
 
 
@@ -132,6 +136,7 @@ def evaluate(options: Options, log=print) -> dict:
     options.out.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
     recogniser = _try(lambda: asr_lib.recogniser(options.asr), skipped, "asr")
+    pronunciations = _pronunciations(recogniser, options.asr, skipped)
     clips = _Clips(options.out, options.samples)
     rows, codes_by_id, bad_files, jobs = [], {}, {}, {}
     usage = CodeUsage(codec.n_q, codec.codebook_size)
@@ -186,10 +191,14 @@ def evaluate(options: Options, log=print) -> dict:
         "bad_files": bad_files,
         "asr_model": recogniser.name if recogniser is not None and "asr" not in skipped else None,
     }
-    result["originals"] = _originals_summary(rows, evaluated, embeddings)
-    result["bitrates"] = [_bitrate_summary(rows, n, codec, embeddings, evaluated) for n in levels]
+    references = None
+    if pronunciations is not None:
+        references = {e["id"]: pronunciations.reference(e.get("text")) for e in evaluated}
+        result["phone_reference"] = _phone_reference_summary(pronunciations, evaluated, references)
+    result["originals"] = _originals_summary(rows, evaluated, embeddings, references)
+    result["bitrates"] = [_bitrate_summary(rows, n, codec, embeddings, evaluated, references) for n in levels]
     if options.voice_conversion:
-        result["voice_conversion"] = _vc_summary(rows, embeddings)
+        result["voice_conversion"] = _vc_summary(rows, embeddings, references)
     result["codebook"] = usage.summary(codec.frame_rate)
     if options.probes:
         aligner = recogniser if isinstance(recogniser, asr_lib.PocketSphinx) else \
@@ -243,21 +252,51 @@ def _wer(rows: list[dict]) -> float | None:
     return asr_lib.wer([r["text"] for r in scored], [r["transcript"] for r in scored]) if scored else None
 
 
-def _originals_summary(rows, evaluated, embeddings) -> dict:
-    summary = {"wer": _wer([r for r in rows if r["kind"] == "original"])}
+def _pronunciations(recogniser, asr_spec, skipped) -> phone_error_rate.Pronunciations | None:
+    """The reference side of PER, when its hypothesis side (PocketSphinx's phone-loop decoding) runs."""
+    if not isinstance(recogniser, asr_lib.PocketSphinx):
+        skipped.setdefault("per", f"needs PocketSphinx's phone decoding (--asr pocketsphinx; this run's ASR: "
+                                  f"{asr_spec or 'none'}{', not loaded' if 'asr' in skipped else ''})")
+        return None
+    return _try(phone_error_rate.Pronunciations, skipped, "per")
+
+
+def _per(rows: list[dict], references: dict | None) -> float | None:
+    """Corpus PER of `rows` (originals, reconstructions or conversions) against their (source) utterance's
+    dictionary phones; None when PER is not measured or no row is scorable."""
+    if references is None:
+        return None
+    return phone_error_rate.per(
+        [references[r["id"]][0] for r in rows],
+        [None if r.get("decoded_phones") is None else r["decoded_phones"].split() for r in rows])
+
+
+def _phone_reference_summary(pronunciations, evaluated, references) -> dict:
+    """How many utterances PER scores, and why the others are not scored."""
+    reasons = [why for _, why in references.values() if why is not None]
+    missing = sorted({w for e in evaluated for w in pronunciations.missing_words(e.get("text"))})
+    return {"dictionary": str(pronunciations.path), "scorable_utterances": len(references) - len(reasons),
+            "unscorable": {why: reasons.count(why) for why in sorted(set(reasons))},
+            "missing_words": missing[:MISSING_WORDS_LISTED]}
+
+
+def _originals_summary(rows, evaluated, embeddings, references) -> dict:
+    originals = [r for r in rows if r["kind"] == "original"]
+    summary = {"wer": _wer(originals), "per": _per(originals, references)}
     if embeddings:
         matrix = np.stack([embeddings["by_key"][(e["id"], "original")] for e in evaluated])
         summary["eer"] = speaker.verification_eer(matrix, [str(e["speaker"]) for e in evaluated])
     return summary
 
 
-def _bitrate_summary(rows, n, codec, embeddings, evaluated) -> dict:
+def _bitrate_summary(rows, n, codec, embeddings, evaluated, references) -> dict:
     at_n = [r for r in rows if r["kind"] == "reconstruction" and r["n_q"] == n]
     summary = {"n_q": n, "tokens_per_second": codec.frame_rate * n,
                "kbps": codec.frame_rate * n * np.log2(codec.codebook_size) / 1000}
     summary.update({key: _mean(r.get(key) for r in at_n) for key in SCORE_KEYS})
     summary["pesq_scored"] = sum(r.get("pesq") is not None for r in at_n)
     summary["wer"] = _wer(at_n)
+    summary["per"] = _per(at_n, references)
     if embeddings:
         by_key = embeddings["by_key"]
         originals = np.stack([by_key[(e["id"], "original")] for e in evaluated])
@@ -267,10 +306,10 @@ def _bitrate_summary(rows, n, codec, embeddings, evaluated) -> dict:
     return summary
 
 
-def _vc_summary(rows, embeddings) -> dict:
+def _vc_summary(rows, embeddings, references) -> dict:
     conversions = [r for r in rows if r["kind"] == "conversion"]
     summary = {"pairs": len(conversions), "parallel_pairs": sum(r["parallel"] for r in conversions),
-               "wer": _wer(conversions),
+               "wer": _wer(conversions), "per": _per(conversions, references),
                "mcd_to_source": _mean(r.get("mcd") for r in conversions),
                "mcd_to_target": _mean(r.get("mcd_to_target") for r in conversions),
                "f0_corr_to_source": _mean(r.get("f0_corr") for r in conversions)}

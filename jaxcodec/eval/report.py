@@ -17,13 +17,18 @@ BITRATE_METRICS = (
     ("mel_distance", "mel distance", "{:.3f}", False), ("si_sdr", "SI-SDR (dB)", "{:.2f}", True),
     ("mcd", "MCD (dB)", "{:.2f}", False), ("f0_rmse", "F0 RMSE (Hz)", "{:.1f}", False),
     ("f0_corr", "F0 correlation", "{:.3f}", True), ("vuv_error", "V/UV error", "{:.3f}", False),
-    ("wer", "WER", "{:.3f}", False), ("speaker_similarity", "speaker similarity", "{:.3f}", True),
+    ("wer", "WER", "{:.3f}", False), ("per", "PER", "{:.3f}", False),
+    ("speaker_similarity", "speaker similarity", "{:.3f}", True),
     ("eer", "speaker EER", "{:.3f}", False),
 )
+# Bitrate metrics also reported for RVQ level 1 alone (n_q = 1) beside the full bitrate, in --compare and the
+# ablation (scripts/ablate.py): how much of the transcript level 1 carries, judged by a recogniser.
+LEVEL_ONE_METRICS = tuple(m for m in BITRATE_METRICS if m[0] in ("wer", "per"))
 VC_METRICS = (
     ("similarity_to_target", "speaker similarity to target ↑", "{:.3f}"),
     ("similarity_to_source", "speaker similarity to source ↓", "{:.3f}"),
     ("wer", "WER against the source transcript ↓", "{:.3f}"),
+    ("per", "PER against the source transcript's phones ↓", "{:.3f}"),
     ("mcd_to_source", "MCD to source, DTW (dB)", "{:.2f}"),
     ("mcd_to_target", "MCD to the target's parallel utterance (dB) ↓", "{:.2f}"),
     ("f0_corr_to_source", "F0 correlation with source", "{:.3f}"),
@@ -135,6 +140,23 @@ def _bitrate_table(result: dict) -> list[str]:
     return lines
 
 
+def _phone_reference_lines(reference: dict | None) -> list[str]:
+    """One sentence: the utterances PER scores, and why the others are not scored."""
+    if not reference:
+        return []
+    line = f"PER scores {reference['scorable_utterances']} utterances"
+    if reference["unscorable"]:
+        line += "; not scored: " + ", ".join(f"{count} ({why})" for why, count in reference["unscorable"].items())
+    if reference["missing_words"]:
+        line += "; words not in the dictionary: " + ", ".join(f"`{w}`" for w in reference["missing_words"])
+    return [line + ".", ""]
+
+
+def level_one_row(result: dict) -> dict:
+    """The bitrate row of RVQ level 1 alone ({} when n_q = 1 was not evaluated)."""
+    return next((row for row in result["bitrates"] if row.get("n_q") == 1), {})
+
+
 def _teacher_lines(teachers: dict | None) -> list[str]:
     if not teachers:
         return []
@@ -177,8 +199,11 @@ def render(out: Path, result: dict) -> Path:
              f"![metrics against bitrate]({curves.name})", "",
              "PESQ-wb (ITU-T P.862.2), STOI, SI-SDR; mel distance: mean |Δ log10 mel|, 80 bands; MCD: 24 "
              "mel-cepstra (α 0.42) from WORLD, DTW-aligned; F0 by Harvest, over frames both voice; WER: the ASR "
-             "against the manifest's transcripts; speaker similarity: cosine of the encoder's embeddings of "
-             "original and reconstruction; EER: all same/different-speaker pairs of the set.", ""]
+             "against the manifest's transcripts; PER: PocketSphinx's phone-loop decoding against the "
+             "transcript's phones in the CMU pronouncing dictionary (first pronunciation; silence dropped, "
+             "repeated phones merged), total edits / total reference phones; speaker similarity: cosine of the "
+             "encoder's embeddings of original and reconstruction; EER: all same/different-speaker pairs of the "
+             "set.", "", *_phone_reference_lines(result.get("phone_reference"))]
     samples = out / "samples"
     kept = sorted(samples.glob("*_original.wav")) if samples.is_dir() else []
     vc = result.get("voice_conversion")
@@ -249,9 +274,9 @@ def probe_table(result: dict, probe: str) -> dict | None:
 
 
 def compare(directories: list[Path], out: Path | None = None, names: list[str] | None = None) -> str:
-    """A markdown table of two or more runs' metrics.json side by side (at each run's full bitrate, plus VC and
-    probes), and, with `out`, the table as out/compare.md and the overlaid bitrate curves as
-    out/compare_curves.png."""
+    """A markdown table of two or more runs' metrics.json side by side (at each run's full bitrate, WER and PER
+    of level 1 alone, VC and probes), and, with `out`, the table as out/compare.md and the overlaid bitrate
+    curves as out/compare_curves.png."""
     results = {}
     for name, directory in zip(names or _run_names(directories), directories, strict=True):
         path = Path(directory) / "metrics.json"
@@ -263,6 +288,10 @@ def compare(directories: list[Path], out: Path | None = None, names: list[str] |
         cells = [fmt_value(r["bitrates"][-1].get(key), pattern) for r in results.values()]
         if any(c != "—" for c in cells):
             lines.append(f"| {label} {'↑' if up else '↓'} (full bitrate) | " + " | ".join(cells) + " |")
+    for key, label, pattern, up in LEVEL_ONE_METRICS:
+        cells = [fmt_value(level_one_row(r).get(key), pattern) for r in results.values()]
+        if any(c != "—" for c in cells):
+            lines.append(f"| {label} {'↑' if up else '↓'} (level 1 only) | " + " | ".join(cells) + " |")
     for key, label, pattern in VC_METRICS:
         cells = [fmt_value((r.get("voice_conversion") or {}).get(key), pattern) for r in results.values()]
         if any(c != "—" for c in cells):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from jaxcodec import audio
 from jaxcodec.eval import asr as asr_lib
 from jaxcodec.eval import metrics, world
+from jaxcodec.eval.phone_error_rate import hypothesis_phones
 from jaxcodec.quality import MetricUnavailable
 
 _pocketsphinx: asr_lib.PocketSphinx | None = None  # one recogniser per worker process
@@ -24,6 +25,13 @@ _pocketsphinx: asr_lib.PocketSphinx | None = None  # one recogniser per worker p
 def _init(use_pocketsphinx: bool) -> None:
     global _pocketsphinx
     _pocketsphinx = asr_lib.PocketSphinx() if use_pocketsphinx else None
+
+
+def _recognised(wav) -> dict:
+    """The words (WER) and the phones (PER: phone-loop decoding, silence and noise dropped, space-separated)
+    PocketSphinx hears in a clip."""
+    phones = hypothesis_phones(_pocketsphinx.decode_phones(wav))
+    return {"transcript": _pocketsphinx.transcribe(wav), "decoded_phones": " ".join(phones)}
 
 
 def score_group(job: dict) -> tuple[list[tuple[int, dict]], dict[str, str]]:
@@ -36,7 +44,7 @@ def score_group(job: dict) -> tuple[list[tuple[int, dict]], dict[str, str]]:
     except MetricUnavailable as err:
         analysis, skipped["world"] = None, str(err)
     if _pocketsphinx is not None:
-        out.append((job["original_row"], {"transcript": _pocketsphinx.transcribe(reference)}))
+        out.append((job["original_row"], _recognised(reference)))
     for item in job["items"]:
         wav, _ = audio.read(item["path"], sample_rate)
         scores: dict = {}
@@ -49,7 +57,7 @@ def score_group(job: dict) -> tuple[list[tuple[int, dict]], dict[str, str]]:
                 target = world.Analysis(audio.read(item["parallel_target"], sample_rate)[0], sample_rate)
                 scores["mcd_to_target"] = world.mcd_from_mel_cepstra(target.mel_cepstrum, other.mel_cepstrum)
         if _pocketsphinx is not None:
-            scores["transcript"] = _pocketsphinx.transcribe(wav)
+            scores.update(_recognised(wav))
         out.append((item["row"], scores))
     return out, skipped
 
