@@ -43,7 +43,14 @@ class ModelConfig:
     acoustic_dim: int = 192  # ECAPA-TDNN embedding size, target of the acoustic aligner.
     aligner_dim: int = 256  # width of the acoustic attention align layer.
     aligner_heads: int = 8  # heads of the acoustic align layer (paper: 8).
-    acoustic_mode: Literal["utterance", "frame"] = "utterance"  # ECAPA target: one vector, or [T, C] frames.
+    acoustic_mode: Literal["utterance", "frame"] = "utterance"  # speaker target: one vector, or [T, C] frames.
+    # How the acoustic aligner's gradient reaches the encoder (models/guidance.py): "centred" removes, per level-1
+    # code, the part of it that level 1 absorbs (without that the encoder's latents run away once the KL is
+    # informative: bench/learning.md); "straight_through" passes it whole, as before.
+    acoustic_gradient: Literal["centred", "straight_through"] = "centred"
+    # The aligner's input standardised over the batch (per-channel mean removed, divided by the RMS): the aligner
+    # then ignores a common offset and the scale of levels 2..n_q, which the codec could otherwise grow for it.
+    aligner_input_norm: bool = True
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # activation dtype; parameters stay float32.
 
     @property
@@ -94,7 +101,13 @@ class LossConfig:
     mel_form: Literal["encodec", "speechtokenizer"] = "encodec"  # multi-scale mel recipe (see spectral.py).
     adversarial: Literal["hinge", "lsgan"] = "hinge"  # EnCodec: hinge; HiFi-GAN/SpeechTokenizer: least squares.
     semantic_axis: Literal["dimension", "time"] = "dimension"  # SpeechTokenizer's D-axis cosine, or per frame.
-    acoustic_temperature: float = 1.0  # τ of the acoustic KL (softmax(teacher/τ) ‖ softmax(student/τ)).
+    # τ of the acoustic KL (softmax(teacher/τ) ‖ softmax(student/τ)); unset: the shard set's calibrated τ
+    # (jaxcodec/data/shards/calibration.py), or 1.0 (the paper's) for a set without calibration.
+    acoustic_temperature: float | None = None
+    # Centre and scale the speaker teacher's embeddings by the shard set's calibration before the softmax; false:
+    # its raw values (the paper's τ = 1 on raw ECAPA-TDNN: `loss.acoustic_standardize=false
+    # loss.acoustic_temperature=1`).
+    acoustic_standardize: bool = True
     balancer: bool = False  # EnCodec's gradient balancer over the losses that act on the decoded waveform.
     balancer_ema_decay: float = 0.999  # EMA of gradient norms in the balancer (EnCodec: 0.999).
 
@@ -116,7 +129,9 @@ class OptimConfig:
 class DataConfig:
     segment_seconds: float = 1.0  # training crop length (EnCodec: 1 s); rounded down to whole frames.
     short_utterances: Literal["pad", "drop"] = "pad"  # shorter than a segment: pad with a mask, or drop.
-    hubert_layer: str = "9"  # which HuBERT features the shards must hold: a layer number or "avg".
+    # Which content-teacher features the shards must hold: a HuBERT layer number, "avg", or "phones" (PocketSphinx
+    # posteriorgrams). Formerly data.hubert_layer (still read: RENAMED_KEYS).
+    content_layer: str = "9"
     loudness_normalize: bool = False  # normalise each crop's loudness before training.
     loudness_target_db: float = -20.0  # crop RMS (dBFS, re full scale 1.0) under loudness_normalize; project choice.
     gain_augment_db: float = 0.0  # random gain in ±this many dB on training crops (0 = off, project default).
@@ -136,6 +151,12 @@ class TrainConfig:
     seed: int = 0  # parameter-init and training RNG seed.
     disc_warmup_steps: int = 0  # steps before the discriminator and adversarial losses switch on.
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run stops.
+    # A guidance loss not below 95 % of its floor (what a constant student reaches) for a whole log interval after
+    # this many steps is warned about once (train/monitor.py); before it the heads are still warming up.
+    floor_check_after: int = 500
+    # A run stops (with its last good checkpoint) when loss/total or the generator's gradient norm reaches this
+    # many times the lowest median of a log interval so far: two orders of magnitude. 0 disables the check.
+    divergence_factor: float = 100.0
     keep_checkpoints: int = 3  # checkpoints kept (plus the best by validation mel loss).
     # Which activations the backward pass recomputes instead of keeping (jax.checkpoint): the SEANet encoder and
     # decoder blocks, the discriminators, both, or none; remat_policy says what a rematerialised block still keeps
@@ -221,7 +242,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         return float(value)
     if hint is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. `hubert_layer: 9` in YAML
+            return str(value)  # e.g. `content_layer: 9` in YAML
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
@@ -239,10 +260,29 @@ def _build(cls: type, mapping: dict, path: str = "") -> Any:
     return dataclasses.replace(cls(), **kwargs) if kwargs else cls()
 
 
+# Keys renamed since configs were first saved (workdirs' config.json, users' YAML and --set): old name → new.
+RENAMED_KEYS = {"data.hubert_layer": "data.content_layer"}
+
+
+def _rename_legacy_keys(mapping: dict) -> dict:
+    """`mapping` with RENAMED_KEYS moved to their new names; both names with different values is an error."""
+    mapping = {k: dict(v) if isinstance(v, dict) else v for k, v in mapping.items()}
+    for old, new in RENAMED_KEYS.items():
+        (section, old_key), (_, new_key) = old.split("."), new.split(".")
+        part = mapping.get(section)
+        if not isinstance(part, dict) or old_key not in part:
+            continue
+        value = part.pop(old_key)
+        if new_key in part and part[new_key] != value:
+            raise ConfigError(f"{old} (the old name of {new}) = {value!r} disagrees with {new} = {part[new_key]!r}")
+        part.setdefault(new_key, value)
+    return mapping
+
+
 def from_dict(mapping: dict) -> Config:
     """Builds a Config from nested plain data; unspecified fields keep their defaults. Every value is range-checked
     (`validate`), so no command starts on a config that cannot run."""
-    return validate(_build(Config, mapping or {}))
+    return validate(_build(Config, _rename_legacy_keys(mapping or {})))
 
 
 def to_dict(config: Config) -> dict:
@@ -324,6 +364,8 @@ _AT_LEAST_1 = (_positive_int, "an integer ≥ 1")
 _AT_LEAST_0 = (_non_negative_int, "an integer ≥ 0")
 _NON_NEGATIVE = (_finite_non_negative, "a finite number ≥ 0")
 _POSITIVE = (_positive, "a finite number > 0")
+_POSITIVE_OR_UNSET = (lambda v: v is None or _positive(v), "a finite number > 0, or unset (null)")
+_DIVERGENCE = (lambda v: math.isfinite(v) and (v == 0 or v > 1), "0 (off) or a finite factor > 1")
 _FINITE = (_finite, "a finite number")
 _FRACTION = (_fraction, "in [0, 1]")
 _DECAY = (_decay, "in [0, 1)")
@@ -341,7 +383,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "disc.msstft_filters_scale": _AT_LEAST_1, "disc.mpd_periods": _AT_LEAST_1, "disc.msd_scales": _AT_LEAST_1,
     "loss.lambda_time": _NON_NEGATIVE, "loss.lambda_mel": _NON_NEGATIVE, "loss.lambda_adv": _NON_NEGATIVE,
     "loss.lambda_feat": _NON_NEGATIVE, "loss.lambda_commit": _NON_NEGATIVE, "loss.lambda_semantic": _NON_NEGATIVE,
-    "loss.lambda_acoustic": _NON_NEGATIVE, "loss.acoustic_temperature": _POSITIVE,
+    "loss.lambda_acoustic": _NON_NEGATIVE, "loss.acoustic_temperature": _POSITIVE_OR_UNSET,
     "loss.balancer_ema_decay": _DECAY,
     "optim.learning_rate": _POSITIVE, "optim.disc_learning_rate": _POSITIVE, "optim.b1": _DECAY,
     "optim.b2": _DECAY,
@@ -354,7 +396,9 @@ RANGES: dict[str, tuple[Any, str]] = {
     "train.batch_size": _AT_LEAST_1, "train.num_steps": _AT_LEAST_1, "train.checkpoint_every": _AT_LEAST_1,
     "train.eval_every": _AT_LEAST_0,  # 0: no validation
     "train.log_every": _AT_LEAST_1, "train.seed": _AT_LEAST_0, "train.disc_warmup_steps": _AT_LEAST_0,
-    "train.max_consecutive_skips": _AT_LEAST_1, "train.keep_checkpoints": _AT_LEAST_1,
+    "train.max_consecutive_skips": _AT_LEAST_1,
+    "train.floor_check_after": _AT_LEAST_0, "train.divergence_factor": _DIVERGENCE,
+    "train.keep_checkpoints": _AT_LEAST_1,
     "mesh.shape": (_mesh_axis, "a device count ≥ 1, or -1 for the remaining devices"),
     "mesh.fsdp_min_size": _AT_LEAST_0,
 }

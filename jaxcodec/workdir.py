@@ -26,6 +26,7 @@ CODEC_KEY = "codec"  # the state's subtree that is the codec: {"params": nnx.Sta
 BEST_METRIC = "valid_mel"  # the validation score (lower is better) that makes a step the "best"
 BEST_STEP = "best"  # the step argument that asks for the best step instead of a number or the latest
 DAMAGED_SUFFIX = "-damaged"  # checkpoints that did not restore go to `<checkpoints folder>-damaged/<step>`
+DIVERGED_SUFFIX = "-diverged"  # checkpoints saved after a divergence began go to `<checkpoints folder>-diverged/`
 
 
 class CheckpointError(RuntimeError):

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be at least 1")
 
+    from jaxcodec.data import shards
     from jaxcodec.eval import evaluate, report
     from jaxcodec.train import loop
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.render(eval_dir, evaluate.evaluate(options))
             results.setdefault(variant, []).append(json.loads((eval_dir / "metrics.json").read_text()))
     table = summary_table(summary_rows(results), args.variants)
-    content = json.loads((args.data / "index.json").read_text())["provenance"]["hubert"]
+    content = shards.by_role(json.loads((args.data / "index.json").read_text())["provenance"])[shards.CONTENT]
     teacher = content.get("teacher") or content.get("random_init") or f"HuBERT {content.get('model')}"
     lines = ["# Ablation", "",
              f"Config `{args.config}`, {args.steps} steps per run, {args.seeds} seed(s) per variant, data "

@@ -31,6 +31,7 @@ def child(config_path: str, batch_size: int, steps: int) -> dict:
     import numpy as np
 
     from jaxcodec import config as config_lib
+    from jaxcodec.data import shards
     from jaxcodec.train import sharding
     from jaxcodec.train import state as state_lib
     from jaxcodec.train import step as step_lib
@@ -42,8 +43,8 @@ def child(config_path: str, batch_size: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     batch = {"wav": (0.1 * rng.standard_normal((batch_size, samples))).astype(np.float32),
              "mask": np.ones((batch_size, samples), np.float32),
-             "hubert": rng.standard_normal((batch_size, frames, config.model.semantic_dim)).astype(np.float16),
-             "ecapa": rng.standard_normal((batch_size, config.model.acoustic_dim)).astype(np.float16)}
+             shards.CONTENT: rng.standard_normal((batch_size, frames, config.model.semantic_dim)).astype(np.float16),
+             shards.SPEAKER_EMBEDDING: rng.standard_normal((batch_size, config.model.acoustic_dim)).astype(np.float16)}
     batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(config.mesh))
     batch = jax.device_put(batch, batch_sharding)
     start = time.perf_counter()

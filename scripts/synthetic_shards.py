@@ -25,9 +25,9 @@ def write_synthetic_shards(out: Path, hubert_dim: int, ecapa_dim: int, utterance
                            num_shards: int = 2, seed: int = 0) -> Path:
     """`utterances` utterances of 0.4-1 s (the last `valid` in the valid split) over `num_shards` shards."""
     fields = {"audio": {"dtype": "int16", "shape": ["samples"]},
-              "hubert": {"dtype": "float16", "shape": ["frames", hubert_dim]},
-              "ecapa": {"dtype": "float16", "shape": [ecapa_dim]}}
-    provenance = {"hubert": {"layer": "9", "dim": hubert_dim}, "ecapa": {"dim": ecapa_dim},
+              shards.CONTENT: {"dtype": "float16", "shape": ["frames", hubert_dim]},
+              shards.SPEAKER_EMBEDDING: {"dtype": "float16", "shape": [ecapa_dim]}}
+    provenance = {shards.CONTENT: {"layer": "9", "dim": hubert_dim}, shards.SPEAKER: {"dim": ecapa_dim},
                   "sample_rate": SAMPLE_RATE, "hop_length": HOP}
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,8 +42,8 @@ def write_synthetic_shards(out: Path, hubert_dim: int, ecapa_dim: int, utterance
             frames = -(-n // HOP)
             writer.write({"id": f"u{i:03d}", "split": "train" if i < utterances - valid else "valid",
                           "sample_rate": SAMPLE_RATE, "num_samples": n, "audio": (wav * INT16_SCALE).astype(np.int16),
-                          "hubert": rng.standard_normal((frames, hubert_dim)).astype(np.float16),
-                          "ecapa": rng.standard_normal(ecapa_dim).astype(np.float16)})
+                          shards.CONTENT: rng.standard_normal((frames, hubert_dim)).astype(np.float16),
+                          shards.SPEAKER_EMBEDDING: rng.standard_normal(ecapa_dim).astype(np.float16)})
         writer.commit(provenance, [], {"num_shards": num_shards})
     shards.merge_index(out)
     return out

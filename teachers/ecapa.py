@@ -31,10 +31,12 @@ from speechbrain.utils.checkpoints import hook_on_loading_state_dict_checkpoint,
 from speechbrain.utils.fetching import FetchConfig
 
 from jaxcodec.audio import SAMPLE_RATE
+from jaxcodec.data.shards.format import SPEAKER_EMBEDDING, SPEAKER_FRAMES
 from teachers.errors import TeacherLoadError
 from teachers.fingerprints import weights_sha256
 from teachers.frames import CODEC_HOP, chunk_plan, codec_frames
 from teachers.hub import hub_reachable, is_local, offline_message
+from teachers.registry import SpeakerTeacher
 
 DEFAULT_ECAPA = "speechbrain/spkrec-ecapa-voxceleb"
 KIND, FLAG = "ECAPA-TDNN", "--ecapa"  # how errors name the model and the CLI option that chooses it
@@ -145,13 +147,21 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-class EcapaTeacher:
+class EcapaTeacher(SpeakerTeacher):
     """ECAPA-TDNN embeddings (and optional MFA frames on the 50 Hz grid) for lists of 16 kHz mono waveforms.
 
     `savedir` is speechbrain's collection directory. By default there is none: a local directory is read in place
     and a hub model straight from the Hugging Face cache, so nothing is written next to the caller. speechbrain
     reuses whatever a savedir already holds, so give each hub model its own savedir.
     """
+
+    name = "ecapa"
+
+    @classmethod
+    def from_options(cls, options) -> EcapaTeacher:
+        """precompute's --ecapa (hub id or directory), --ecapa-frames, --ecapa-hyperpyyaml, --device."""
+        return cls(options.ecapa, device=options.device, frames=options.ecapa_frames,
+                   hyperpyyaml=options.ecapa_hyperpyyaml)
 
     def __init__(self, source: str = DEFAULT_ECAPA, *, device: str = "cpu", frames: bool = False,
                  savedir: str | None = None, max_chunk_seconds: float = 60.0, hyperpyyaml: bool = False):
@@ -177,12 +187,18 @@ class EcapaTeacher:
         self.weights_sha256 = weights_sha256(self._fingerprinted_modules())
 
     def provenance(self) -> dict:
-        return {"model": self.source, "revision": self.revision, "weights_sha256": self.weights_sha256,
+        return {"name": self.name, "model": self.source, "revision": self.revision,
+                "weights_sha256": self.weights_sha256,
                 "dim": self.dim, "frame_dim": self.frame_dim, "frame_layer": FRAME_LAYER if self.frames else None,
                 "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE}
 
+    def features(self, wavs: list[np.ndarray], texts: list[str | None] | None = None) -> list[dict[str, np.ndarray]]:
+        """The registry interface: the same dicts as a call (transcripts are not used)."""
+        return self(wavs)
+
     def __call__(self, wavs: list[np.ndarray]) -> list[dict]:
-        """One dict per waveform: `ecapa` float32 [dim], plus `ecapa_frames` float32 [ceil(N/320), frame_dim].
+        """One dict per waveform: `speaker_embedding` float32 [dim], plus `speaker_frames` float32
+        [ceil(N/320), frame_dim].
 
         Each utterance runs at its own length, never zero-padded into a batch with longer ones: speechbrain's
         ECAPA is not padding-invariant. Its convs pad by reflection at the tensor's end, so the last frames of a
@@ -212,11 +228,11 @@ class EcapaTeacher:
             feats = mods.compute_features(wavs)
             feats = mods.mean_var_norm(feats, full)
             embeddings = mods.embedding_model(feats, full)[:, 0]  # [B, 1, dim] → [B, dim]
-        results = [{"ecapa": emb} for emb in embeddings.float().cpu().numpy()]
+        results = [{SPEAKER_EMBEDDING: emb} for emb in embeddings.float().cpu().numpy()]
         if self.frames:
             mfa_bct, self._mfa_bct = self._mfa_bct, None  # don't keep [B, C, T] alive between calls
             for result, mfa_ct in zip(results, mfa_bct.float().cpu().numpy(), strict=True):
-                result["ecapa_frames"] = pool_mfa_frames(mfa_ct, wav_bn.shape[1])
+                result[SPEAKER_FRAMES] = pool_mfa_frames(mfa_ct, wav_bn.shape[1])
         return results
 
     def _run_long(self, wav: np.ndarray) -> dict:
@@ -230,10 +246,11 @@ class EcapaTeacher:
         plan = chunk_plan(len(wav), self.max_samples, self.context_samples)
         outputs = [self._run(wav[None, chunk.start:chunk.stop])[0] for chunk in plan]
         kept = [chunk.keep_stop - chunk.keep_start for chunk in plan]  # codec frames = duration / 20 ms
-        result = {"ecapa": np.average([out["ecapa"] for out in outputs], axis=0, weights=kept).astype(np.float32)}
+        embedding = np.average([out[SPEAKER_EMBEDDING] for out in outputs], axis=0, weights=kept)
+        result = {SPEAKER_EMBEDDING: embedding.astype(np.float32)}
         if self.frames:
-            result["ecapa_frames"] = np.concatenate([
-                out["ecapa_frames"][chunk.keep_start - chunk.offset:chunk.keep_stop - chunk.offset]
+            result[SPEAKER_FRAMES] = np.concatenate([
+                out[SPEAKER_FRAMES][chunk.keep_start - chunk.offset:chunk.keep_stop - chunk.offset]
                 for chunk, out in zip(plan, outputs, strict=True)])
         return result
 
@@ -247,7 +264,7 @@ class EcapaTeacher:
         hook = self.encoder.mods.embedding_model.mfa.register_forward_hook(
             lambda module, inputs, output: captured.setdefault("mfa", output))
         try:
-            embedding = self._run(silence)[0]["ecapa"]
+            embedding = self._run(silence)[0][SPEAKER_EMBEDDING]
         finally:
             hook.remove()
         return int(embedding.shape[-1]), int(captured["mfa"].shape[1])

@@ -29,6 +29,7 @@ from teachers.errors import TeacherLoadError
 from teachers.fingerprints import weights_sha256
 from teachers.frames import CODEC_HOP, chunk_plan, codec_frames, fit_frames
 from teachers.hub import hub_reachable, is_local, offline_message
+from teachers.registry import CONTENT, ContentTeacher
 
 DEFAULT_HUBERT = "facebook/hubert-base-ls960"
 DEFAULT_LAYER = "9"  # SpeechTokenizer's semantic teacher: the output of HuBERT-base's 9th transformer layer.
@@ -73,8 +74,36 @@ def _conv_out(length: torch.Tensor | int, kernel: int, stride: int):
     return (length - kernel) // stride + 1
 
 
-class HubertTeacher:
+RANDOM_PREFIX = "random:"  # --hubert random:base[:SEED]
+
+
+def random_hubert(source: str, out: Path) -> tuple[str, str]:
+    """`random:SIZE[:SEED]` → a HuBERT of that architecture with seeded random weights, saved once under
+    OUT/teachers/ in the hub's format; returns (its directory, the label recorded in the provenance)."""
+    parts = source[len(RANDOM_PREFIX):].split(":")
+    size, seed = parts[0] or "base", int(parts[1]) if len(parts) > 1 else 0
+    directory = Path(out) / "teachers" / f"hubert-{size}-random-seed{seed}"
+    if not (directory / "config.json").is_file():
+        save_random_hubert(directory, size=size, seed=seed)
+    return str(directory), f"HuBERT-{size} architecture, random weights (seed {seed}), NOT pretrained"
+
+
+class HubertTeacher(ContentTeacher):
     """HuBERT features [ceil(N/320), dim] per utterance, from one hidden layer or the mean of all of them."""
+
+    name = "hubert"
+
+    @classmethod
+    def from_options(cls, options) -> HubertTeacher:
+        """precompute's --hubert (hub id, directory, or random:SIZE[:SEED]), --hubert-layer, --device, --half."""
+        half = options.half if options.half is not None else options.device.startswith("cuda")
+        source, random_label = options.hubert, None
+        if source.startswith(RANDOM_PREFIX):  # an offline stand-in: the architecture with seeded random weights
+            source, random_label = random_hubert(source, options.out)
+        teacher = cls(source, layer=options.hubert_layer, device=options.device,
+                      dtype=torch.float16 if half else torch.float32, max_batch_seconds=options.batch_seconds)
+        teacher.random_init = random_label
+        return teacher
 
     def __init__(self, source: str = DEFAULT_HUBERT, *, layer: str = DEFAULT_LAYER, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, max_chunk_seconds: float = MAX_CHUNK_SECONDS,
@@ -91,6 +120,7 @@ class HubertTeacher:
             raise TeacherLoadError(f"HuBERT layer must be 0..{self.num_layers} or 'avg', got {layer!r}")
         self.dim = config.hidden_size
         self.weights_sha256 = weights_sha256(self.model)
+        self.random_init: str | None = None  # the label of a random-weight stand-in (from_options), never hidden
         self.device, self.dtype = torch.device(device), dtype
         self.model.to(self.device, dtype).eval()
         self._first_conv = None
@@ -104,6 +134,7 @@ class HubertTeacher:
 
     def provenance(self) -> dict:
         return {
+            "name": self.name,
             "model": self.source,
             "revision": self.revision,
             "weights_sha256": self.weights_sha256,
@@ -114,7 +145,7 @@ class HubertTeacher:
             "edge_pad": EDGE_PAD,
             "sample_rate": audio.SAMPLE_RATE,
             "frame_rate": audio.SAMPLE_RATE / CODEC_HOP,
-        }
+        } | ({"random_init": self.random_init} if self.random_init else {})
 
     def model_input(self, wav: np.ndarray) -> np.ndarray:
         """What the network sees for one utterance: normalised if the checkpoint's feature extractor says so (over
@@ -123,6 +154,10 @@ class HubertTeacher:
         if self.do_normalize:
             wav = (wav - wav.mean()) / np.sqrt(wav.var() + NORM_EPS)
         return np.pad(wav, EDGE_PAD)
+
+    def features(self, wavs: list[np.ndarray], texts: list[str | None] | None = None) -> list[dict[str, np.ndarray]]:
+        """The registry interface: {"content": [ceil(N/320), dim]} per waveform (transcripts are not used)."""
+        return [{CONTENT: frames} for frames in self(wavs)]
 
     def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Mono float32 16 kHz waveforms → float32 [ceil(N/320), dim] each."""

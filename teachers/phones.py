@@ -5,7 +5,7 @@ linguistic information at all (its level-1 phone probe stays at chance). PocketS
 inside its wheel, so phones are available offline: forced alignment to the transcript when the utterance has one
 (jaxcodec eval's aligner), phone-loop decoding when it has none or the alignment fails. Each 20 ms codec frame
 gets the fraction of its time each phone occupies (PocketSphinx works in 10 ms frames), mixed with a little of the
-uniform distribution, and the result is stored in the shards' `hubert` field as a [T, len(PHONES)] array; the
+uniform distribution, and the result is stored in the shards' `content` field as a [T, len(PHONES)] array; the
 provenance says "phones from PocketSphinx, not HuBERT" so no report can mistake it.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 from jaxcodec import audio
 from teachers.errors import TeacherLoadError
 from teachers.frames import CODEC_HOP, codec_frames
+from teachers.registry import CONTENT, ContentTeacher
 
 # CMUdict's 39 ARPAbet phones (what the en-us dictionary and phone LM use) and silence; PocketSphinx's noise
 # segments (+NSN+, +SPN+, +BREATH+, ...) count as silence.
@@ -52,8 +53,14 @@ def posteriorgram(segments: list[tuple[str, float, float]], num_frames: int,
     return ((1.0 - smoothing) * occupancy + smoothing / len(PHONES)).astype(np.float32)
 
 
-class PhoneTeacher:
-    """Phone posteriorgrams [ceil(N/320), len(PHONES)] per utterance (the `hubert` field), PocketSphinx on CPU."""
+class PhoneTeacher(ContentTeacher):
+    """Phone posteriorgrams [ceil(N/320), len(PHONES)] per utterance (the `content` field), PocketSphinx on CPU."""
+
+    name = "phones"
+
+    @classmethod
+    def from_options(cls, options) -> PhoneTeacher:
+        return cls()  # the model ships in pocketsphinx's wheel; CPU only, nothing to choose
 
     def __init__(self):
         from jaxcodec.eval.asr import PocketSphinx
@@ -67,7 +74,7 @@ class PhoneTeacher:
         self.aligned = self.decoded = 0  # utterances by target source, for the log
 
     def provenance(self) -> dict:
-        return {"model": MODEL_NAME, "teacher": LABEL, "layer": "phones", "dim": self.dim,
+        return {"name": self.name, "model": MODEL_NAME, "teacher": LABEL, "layer": "phones", "dim": self.dim,
                 "phones": list(PHONES), "label_smoothing": LABEL_SMOOTHING,
                 "package_version": _version("pocketsphinx"),
                 "targets": "forced alignment to the transcript; phone-loop decoding without one",
@@ -80,6 +87,10 @@ class PhoneTeacher:
             return aligned
         self.decoded += 1
         return self.recogniser.decode_phones(wav)
+
+    def features(self, wavs: list[np.ndarray], texts: list[str | None]) -> list[dict[str, np.ndarray]]:
+        """The registry interface: {"content": posteriorgram} per waveform."""
+        return [{CONTENT: frames} for frames in self(wavs, texts)]
 
     def __call__(self, wavs: list[np.ndarray], texts: list[str | None]) -> list[np.ndarray]:
         return [posteriorgram(self.segments(wav, text), codec_frames(len(wav)))

@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import math
 import subprocess
 import sys
 import time
@@ -28,6 +29,9 @@ import numpy as np
 from jaxcodec import __version__, audio
 from jaxcodec.data import manifest as manifest_lib
 from jaxcodec.data import shards
+from jaxcodec.data.shards import CONTENT, SPEAKER, SPEAKER_EMBEDDING, SPEAKER_FRAMES
+from jaxcodec.data.shards.calibration import DEFAULT_TARGET_NATS, CalibrationError
+from teachers import registry
 from teachers.errors import TeacherLoadError
 from teachers.frames import CODEC_HOP
 
@@ -43,13 +47,14 @@ FEATURE_DTYPE = np.float16  # storage dtype of teacher features (DESIGN's shard 
 class Options:
     manifest: Path
     out: Path
-    content_teacher: str = "hubert"  # hubert | phones (PocketSphinx phone posteriors; its model ships in its wheel)
+    content_teacher: str = "hubert"  # a content teacher of teachers/registry.py: hubert | phones (PocketSphinx)
     hubert: str = "facebook/hubert-base-ls960"
     hubert_layer: str = "9"
     ecapa: str = "speechbrain/spkrec-ecapa-voxceleb"
     ecapa_frames: bool = False
     ecapa_hyperpyyaml: bool = False  # a local --ecapa folder built by its hyperparams.yaml (runs its code)
-    acoustic_teacher: str = "ecapa"  # ecapa | resemblyzer (offline: weights ship in its PyPI package)
+    speaker_teacher: str = "ecapa"  # a speaker teacher of teachers/registry.py: ecapa | resemblyzer (offline)
+    target_nats: float = DEFAULT_TARGET_NATS  # the speaker calibration's target KL between speakers
     device: str = "cpu"
     half: bool | None = None  # float16 teachers; default: on CUDA only
     num_shards: int | None = None
@@ -131,69 +136,20 @@ def batches(items: Iterator[Utterance | Rejected], budget_samples: int) -> Itera
         yield current, rejected
 
 
-RANDOM_PREFIX = "random:"  # --hubert random:base[:SEED]
-
-
-def _random_hubert(source: str, out: Path) -> tuple[str, str]:
-    """`random:SIZE[:SEED]` → a HuBERT of that architecture with seeded random weights, saved once under
-    OUT/teachers/ in the hub's format; returns (its directory, the label recorded in the provenance)."""
-    from teachers.hubert import save_random_hubert
-
-    parts = source[len(RANDOM_PREFIX):].split(":")
-    size, seed = parts[0] or "base", int(parts[1]) if len(parts) > 1 else 0
-    directory = Path(out) / "teachers" / f"hubert-{size}-random-seed{seed}"
-    if not (directory / "config.json").is_file():
-        save_random_hubert(directory, size=size, seed=seed)
-    return str(directory), f"HuBERT-{size} architecture, random weights (seed {seed}), NOT pretrained"
-
-
 class Teachers:
-    """Both teachers behind one call; the only place precompute touches torch models."""
+    """The content and the speaker teacher (teachers/registry.py) behind one call; the only place precompute
+    touches torch models."""
 
     def __init__(self, options: Options):
-        import torch
-
-        from teachers.hubert import HubertTeacher
-
         half = options.half if options.half is not None else options.device.startswith("cuda")
-        dtype = torch.float16 if half else torch.float32
-        hubert, self.random_hubert = options.hubert, None
-        # The content teacher fills the shards' `hubert` field; provenance names the model.
-        if options.content_teacher == "phones":
-            from teachers.phones import PhoneTeacher
-
-            self.hubert = PhoneTeacher()
-        elif options.content_teacher == "hubert":
-            if hubert.startswith(RANDOM_PREFIX):  # an offline stand-in: the architecture with seeded random weights
-                hubert, self.random_hubert = _random_hubert(hubert, options.out)
-            self.hubert = HubertTeacher(hubert, layer=options.hubert_layer, device=options.device, dtype=dtype,
-                                        max_batch_seconds=options.batch_seconds)
-        else:
-            raise TeacherLoadError(f"unknown content teacher {options.content_teacher!r}: hubert or phones")
-        # The acoustic teacher fills the shards' `ecapa` field (what training reads); provenance names the model.
-        if options.acoustic_teacher == "resemblyzer":
-            from teachers.resemblyzer import ResemblyzerTeacher
-
-            if options.ecapa_frames:
-                raise TeacherLoadError("--ecapa-frames needs ECAPA-TDNN: resemblyzer gives utterance embeddings only")
-            self.ecapa = ResemblyzerTeacher(device=options.device)
-        elif options.acoustic_teacher == "ecapa":
-            from teachers.ecapa import EcapaTeacher
-
-            self.ecapa = EcapaTeacher(options.ecapa, device=options.device, frames=options.ecapa_frames,
-                                      hyperpyyaml=options.ecapa_hyperpyyaml)
-        else:
-            raise TeacherLoadError(f"unknown acoustic teacher {options.acoustic_teacher!r}: ecapa or resemblyzer")
+        self.content = registry.build(CONTENT, options.content_teacher, options)
+        self.speaker = registry.build(SPEAKER, options.speaker_teacher, options)
         self.half = half
-        self.content_teacher = options.content_teacher
 
     def provenance(self) -> dict:
-        hubert = self.hubert.provenance()
-        if self.random_hubert is not None:
-            hubert["random_init"] = self.random_hubert  # never to be mistaken for a pretrained HuBERT
         return {
-            "hubert": hubert,
-            "ecapa": self.ecapa.provenance(),
+            CONTENT: self.content.provenance(),
+            SPEAKER: self.speaker.provenance(),
             "sample_rate": audio.SAMPLE_RATE,
             "hop_length": CODEC_HOP,
             "frame_rate": audio.SAMPLE_RATE / CODEC_HOP,
@@ -202,20 +158,46 @@ class Teachers:
         }
 
     def fields(self) -> dict:
+        feature = np.dtype(FEATURE_DTYPE).name
         spec = {
             "audio": {"dtype": "int16", "shape": ["samples"]},
-            "hubert": {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": ["frames", self.hubert.dim]},
-            "ecapa": {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": [self.ecapa.dim]},
+            CONTENT: {"dtype": feature, "shape": ["frames", self.content.dim]},
+            SPEAKER_EMBEDDING: {"dtype": feature, "shape": [self.speaker.dim]},
         }
-        if self.ecapa.frame_dim is not None:
-            spec["ecapa_frames"] = {"dtype": np.dtype(FEATURE_DTYPE).name, "shape": ["frames", self.ecapa.frame_dim]}
+        if self.speaker.frame_dim is not None:
+            spec[SPEAKER_FRAMES] = {"dtype": feature, "shape": ["frames", self.speaker.frame_dim]}
         return spec
 
     def __call__(self, wavs: list[np.ndarray], texts: list[str | None] | None = None) -> list[dict]:
         texts = texts if texts is not None else [None] * len(wavs)
-        hubert = self.hubert(wavs, texts) if self.content_teacher == "phones" else self.hubert(wavs)
-        ecapa = self.ecapa(wavs)
-        return [{"hubert": h, **e} for h, e in zip(hubert, ecapa, strict=True)]
+        return [{**c, **s} for c, s in zip(self.content.features(wavs, texts), self.speaker.features(wavs, texts),
+                                           strict=True)]
+
+
+def calibrate_speaker_teacher(target_nats: float, log: Callable[[str], None]) -> Callable[[dict, Path], dict]:
+    """merge_index's `finalize`: the merged index with the speaker teacher's calibration (its role's rule, on the
+    training split of the finished shards) in provenance["speaker"]["calibration"]; a set that cannot be
+    calibrated (no training utterances, one constant embedding) is merged without it, with the reason."""
+    def finalize(index: dict, directory: Path) -> dict:
+        speaker = dict(index["provenance"][SPEAKER])
+        teacher = registry.teacher_class(SPEAKER, speaker.get("name", "ecapa"))
+        try:
+            speaker["calibration"] = teacher.calibrate(shards.ShardReader(directory, index=index), target_nats)
+            log(calibration_line(speaker["calibration"]))
+        except CalibrationError as err:
+            speaker["calibration"], speaker["calibration_skipped"] = None, str(err)
+            log(f"speaker teacher not calibrated: {err}")
+        return {**index, "provenance": {**index["provenance"], SPEAKER: speaker}}
+
+    return finalize
+
+
+def calibration_line(calibration: dict) -> str:
+    raw, after = calibration["raw"], calibration["calibrated"]
+    return (f"speaker teacher calibrated on {calibration['utterances']} training utterances of "
+            f"{calibration['speakers']} speakers: τ = {calibration['temperature']:.4g} after centring and scaling; "
+            f"KL between speakers {raw['kl_between_speakers']:.4f} → {after['kl_between_speakers']:.3f} nats, "
+            f"entropy {raw['entropy']:.3f} → {after['entropy']:.3f} of {after['uniform_entropy']:.3f}")
 
 
 def record(utt: Utterance, features: dict) -> dict:
@@ -326,10 +308,10 @@ def _run(options: Options, log: Callable[[str], None], teachers: Teachers | None
             shards.write_planned(plan, provenance, source, fields,
                                  functools.partial(fill_shard, teachers, options, progress.update), progress.write,
                                  code_version=code_version())
-        if teachers.content_teacher == "phones":
-            log(f"phone targets: {teachers.hubert.aligned} utterances aligned to their transcript, "
-                f"{teachers.hubert.decoded} by phone-loop decoding")
-    return shards.merge_when_complete(options.out, log)
+        if options.content_teacher == "phones":
+            log(f"phone targets: {teachers.content.aligned} utterances aligned to their transcript, "
+                f"{teachers.content.decoded} by phone-loop decoding")
+    return shards.merge_when_complete(options.out, log, calibrate_speaker_teacher(options.target_nats, log))
 
 
 class _Progress:
@@ -369,9 +351,9 @@ def add_arguments(parser) -> None:
     arg = parser.add_argument
     arg("--manifest", type=Path, help="manifest.jsonl from `jaxcodec manifest`")
     arg("--out", type=Path, required=True, help="shard directory (created; resumable)")
-    arg("--content-teacher", choices=("hubert", "phones"), default=Options.content_teacher,
-        help="content (linguistic) target: HuBERT (--hubert), or phone posteriorgrams from PocketSphinx, whose "
-             "en-us model ships in its wheel (no hub needed): forced alignment to the manifest's transcript, "
+    arg("--content-teacher", choices=registry.names(CONTENT), default=Options.content_teacher,
+        help="the content (linguistic) teacher: HuBERT (--hubert), or phone posteriorgrams from PocketSphinx, "
+             "whose en-us model ships in its wheel (no hub needed): forced alignment to the manifest's transcript, "
              "phone-loop decoding without one" + default)
     arg("--hubert", default=Options.hubert,
         help="HuBERT hub id or local save_pretrained directory, or random:base[:SEED] for the architecture with "
@@ -386,9 +368,14 @@ def add_arguments(parser) -> None:
     arg("--ecapa-hyperpyyaml", action="store_true",
         help="build a local --ecapa DIR from its hyperparams.yaml with speechbrain's HyperPyYAML instead. This "
              "EXECUTES CODE from the folder (its !new:/!apply: tags call any Python): only for folders you trust")
-    arg("--acoustic-teacher", choices=("ecapa", "resemblyzer"), default=Options.acoustic_teacher,
-        help="acoustic (timbre/prosody) target: ECAPA-TDNN (--ecapa), or resemblyzer's 256-d speaker encoder, whose "
-             "weights ship in its PyPI package (no hub needed)" + default)
+    arg("--speaker-teacher", "--acoustic-teacher", dest="speaker_teacher", choices=registry.names(SPEAKER),
+        default=Options.speaker_teacher,
+        help="the speaker (timbre/prosody) teacher: ECAPA-TDNN (--ecapa), or resemblyzer's 256-d speaker encoder, "
+             "whose weights ship in its PyPI package (no hub needed); --acoustic-teacher is its old name" + default)
+    arg("--target-nats", type=float, default=DEFAULT_TARGET_NATS,
+        help="the speaker teacher's calibration: the temperature is chosen so that the mean KL between the "
+             "teacher distributions of different training speakers is this many nats (README: Teacher "
+             "calibration)" + default)
     arg("--ecapa-frames", action="store_true",
         help="also store frame-level ECAPA features (MFA layer pooled to 50 Hz; large)")
     arg("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ..." + default)
@@ -410,9 +397,13 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     try:
+        if not (args.target_nats > 0 and math.isfinite(args.target_nats)):
+            print(f"jaxcodec precompute: error: --target-nats must be a positive number, got {args.target_nats}",
+                  file=sys.stderr)
+            return 2
         if args.merge_index:
             with shards.writing(args.out, shard_index=None):
-                index = shards.merge_index(args.out)
+                index = shards.merge_index(args.out, calibrate_speaker_teacher(args.target_nats, print))
             print(f"index.json: {index['num_records']} utterances in {len(index['shards'])} shards, "
                   f"{index['num_rejects']} rejected")
             return 0
@@ -422,7 +413,8 @@ def main(args) -> int:
         options = Options(manifest=args.manifest, out=args.out, content_teacher=args.content_teacher,
                           hubert=args.hubert, hubert_layer=args.hubert_layer,
                           ecapa=args.ecapa, ecapa_frames=args.ecapa_frames,
-                          ecapa_hyperpyyaml=args.ecapa_hyperpyyaml, acoustic_teacher=args.acoustic_teacher,
+                          ecapa_hyperpyyaml=args.ecapa_hyperpyyaml, speaker_teacher=args.speaker_teacher,
+                          target_nats=args.target_nats,
                           device=args.device, half=args.half,
                           num_shards=args.num_shards, shard_index=args.shard_index, splits=tuple(args.splits),
                           batch_seconds=args.batch_seconds, min_seconds=args.min_seconds,

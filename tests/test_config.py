@@ -4,6 +4,7 @@ import dataclasses
 import subprocess
 import sys
 import time
+import types
 import typing
 
 import pytest
@@ -29,9 +30,9 @@ def test_speechtokenizer_and_tiny_yaml():
 
 def test_overrides_parse_yaml_values_and_keep_types():
     c = cfg.load("configs/tiny.yaml", ["rvq.n_q=4", "mesh.shape=[2, 4]", "optim.learning_rate=3e-4",
-                                      "model.causal=true", "data.hubert_layer=avg", "disc.kinds=[msstft, mpd]"])
+                                      "model.causal=true", "data.content_layer=avg", "disc.kinds=[msstft, mpd]"])
     assert c.rvq.n_q == 4 and c.mesh.shape == (2, 4) and c.optim.learning_rate == 3e-4
-    assert c.model.causal is True and c.data.hubert_layer == "avg" and c.disc.kinds == ("msstft", "mpd")
+    assert c.model.causal is True and c.data.content_layer == "avg" and c.disc.kinds == ("msstft", "mpd")
     assert c.model.n_filters == 8  # the file's values survive
     hash(c)  # frozen and hashable: usable as a jit static argument
 
@@ -73,6 +74,8 @@ def test_every_numeric_field_has_a_range():
         hints = typing.get_type_hints(section.type if isinstance(section.type, type) else type(section.default))
         for name, hint in hints.items():
             item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+            if typing.get_origin(item) in (typing.Union, types.UnionType):  # `float | None`: an optional number
+                item = next(arg for arg in typing.get_args(item) if arg is not type(None))
             if item in (int, float):
                 numeric.add(f"{section.name}.{name}")
     assert numeric == set(cfg.RANGES)

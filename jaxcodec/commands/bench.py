@@ -165,6 +165,7 @@ def prepare_jax_case(config, case: str, batch: int, seconds: float, codec=None):
         return jitted, (params, rest, tx.init(params), wav), advance
     if case in ("gan_step", "warmup_step"):
         from jaxcodec.config import MeshConfig
+        from jaxcodec.data.shards.format import CONTENT, SPEAKER_EMBEDDING
         from jaxcodec.train import sharding
         from jaxcodec.train import state as state_lib
         from jaxcodec.train import step as step_lib
@@ -174,8 +175,8 @@ def prepare_jax_case(config, case: str, batch: int, seconds: float, codec=None):
         state = state.replace(codec=state_lib.ModelState(params, rest))
         frames = -(-samples // config.model.hop_length)
         batch_arrays = {"wav": wav, "mask": np.ones_like(wav),
-                        "hubert": np.zeros((batch, frames, config.model.semantic_dim), np.float16),
-                        "ecapa": np.zeros((batch, config.model.acoustic_dim), np.float16)}
+                        CONTENT: np.zeros((batch, frames, config.model.semantic_dim), np.float16),
+                        SPEAKER_EMBEDDING: np.zeros((batch, config.model.acoustic_dim), np.float16)}
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         jitted = step_lib.jit_step(graphs, config, shardings, replicated, adversarial=case == "gan_step")
         state = jax.device_put(state, shardings)

@@ -15,9 +15,10 @@ so process p holds the contiguous rows [p·b, (p+1)·b) of each global batch —
 
 A batch is a dict of numpy arrays with static shapes (S = segment_frames·hop samples, T = segment_frames):
   wav float32 [b, S] in [-1, 1); mask float32 [b, S] (1 on real samples, 0 on padding);
-  hubert float16 [b, T, D]; ecapa float16 [b, E]; ecapa_frames float16 [b, T, C] (only when
-  model.acoustic_mode == "frame"). Teacher features stay float16, as stored: float32 would add no information and
-  double host→device traffic; the model casts. A frame j is real when mask[j·hop] == 1.
+  content float16 [b, T, D] (the content teacher's frames); speaker_embedding float16 [b, E] (the speaker teacher's
+  embedding, standardised by the shard set's calibration under loss.acoustic_standardize); speaker_frames float16
+  [b, T, C] (only when model.acoustic_mode == "frame"). Teacher features stay float16, as stored: float32 would add
+  no information and double host→device traffic; the model casts. A frame j is real when mask[j·hop] == 1.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import grain
 import numpy as np
 
 from jaxcodec.config import Config
-from jaxcodec.data.shards import Requirement, ShardError, ShardReader
+from jaxcodec.data.shards import Requirement, ShardError, ShardReader, speaker_calibration
+from jaxcodec.data.shards.format import CONTENT, SPEAKER_EMBEDDING, SPEAKER_FRAMES
 
 AUDIO_SCALE = 32768.0  # int16 full scale: int16 / 32768 lies in [-1, 1).
 MAX_PEAK = 1.0  # gains never push a crop's peak above full scale.
@@ -53,14 +55,18 @@ class CropSpec:
     short_policy: str = "pad"
     loudness_target_db: float | None = None  # None: keep each crop's level.
     gain_augment_db: float = 0.0  # random crops get a uniform gain in ±this many dB.
-    ecapa_frames: bool = False  # carry frame-level ECAPA features (acoustic_mode "frame").
+    speaker_frames: bool = False  # carry frame-level speaker features (acoustic_mode "frame").
+    # The speaker teacher's calibration (centre, scale) applied to its embedding; None: raw values.
+    speaker_center: tuple[float, ...] | None = None
+    speaker_scale: float = 1.0
 
     @property
     def segment_samples(self) -> int:
         return self.segment_frames * self.hop
 
     @classmethod
-    def from_config(cls, config: Config) -> CropSpec:
+    def from_config(cls, config: Config, calibration: dict | None = None) -> CropSpec:
+        """`calibration`: the shard set's speaker calibration, applied when loss.acoustic_standardize is on."""
         data, model = config.data, config.model
         frames = int(data.segment_seconds * model.frame_rate + FRAME_EPSILON)
         if frames < 1:
@@ -70,7 +76,17 @@ class CropSpec:
             raise ValueError(f"data.short_utterances must be one of {SHORT_POLICIES}, got {data.short_utterances!r}")
         return cls(segment_frames=frames, hop=model.hop_length, short_policy=data.short_utterances,
                    loudness_target_db=data.loudness_target_db if data.loudness_normalize else None,
-                   gain_augment_db=data.gain_augment_db, ecapa_frames=model.acoustic_mode == "frame")
+                   gain_augment_db=data.gain_augment_db, speaker_frames=model.acoustic_mode == "frame",
+                   **_standardisation(config, calibration))
+
+
+def _standardisation(config: Config, calibration: dict | None) -> dict:
+    """CropSpec's speaker_center/speaker_scale: the calibration's, when the config standardises (utterance mode
+    only: frame-level speaker features are not calibrated)."""
+    if calibration is None or not config.loss.acoustic_standardize or config.model.acoustic_mode == "frame":
+        return {}
+    return {"speaker_center": tuple(float(v) for v in calibration["center"]),
+            "speaker_scale": float(calibration["scale"])}
 
 
 def _rows(features: np.ndarray, start: int, count: int) -> np.ndarray:
@@ -83,7 +99,7 @@ def _rows(features: np.ndarray, start: int, count: int) -> np.ndarray:
 
 def crop(record: dict[str, Any], rng: np.random.Generator | None, segment_frames: int, hop: int,
          short_policy: str = "pad") -> dict[str, np.ndarray]:
-    """A hop-aligned crop: frame offset f, audio[f·hop : f·hop + S], hubert[f : f + T]; so hubert row j of the
+    """A hop-aligned crop: frame offset f, audio[f·hop : f·hop + S], content[f : f + T]; so content row j of the
     crop covers crop samples [j·hop, (j+1)·hop). `rng` None gives the first segment (validation).
 
     f is uniform in [0, (N − S) // hop]: a crop of an utterance at least S long is all real audio (the last,
@@ -100,10 +116,10 @@ def crop(record: dict[str, Any], rng: np.random.Generator | None, segment_frames
     wav[:len(piece)] = piece / np.float32(AUDIO_SCALE)
     mask = np.zeros(samples, dtype=np.float32)
     mask[:len(piece)] = 1.0
-    out = {"wav": wav, "mask": mask, "hubert": _rows(record["hubert"], frame, segment_frames),
-           "ecapa": np.asarray(record["ecapa"])}
-    if "ecapa_frames" in record:
-        out["ecapa_frames"] = _rows(record["ecapa_frames"], frame, segment_frames)
+    out = {"wav": wav, "mask": mask, CONTENT: _rows(record[CONTENT], frame, segment_frames),
+           SPEAKER_EMBEDDING: np.asarray(record[SPEAKER_EMBEDDING])}
+    if SPEAKER_FRAMES in record:
+        out[SPEAKER_FRAMES] = _rows(record[SPEAKER_FRAMES], frame, segment_frames)
     return out
 
 
@@ -130,8 +146,13 @@ class _Crop:
     def __call__(self, record: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         spec = self.spec
         example = crop(record, rng, spec.segment_frames, spec.hop, spec.short_policy)
-        if not spec.ecapa_frames:
-            example.pop("ecapa_frames", None)  # utterance mode: don't ship unused features to the devices
+        if not spec.speaker_frames:
+            example.pop(SPEAKER_FRAMES, None)  # utterance mode: don't ship unused features to the devices
+        if spec.speaker_center is not None:  # stored as float16, like the raw embedding
+            center = np.asarray(spec.speaker_center, np.float32)
+            embedding = example[SPEAKER_EMBEDDING]
+            example[SPEAKER_EMBEDDING] = ((embedding.astype(np.float32) - center) / np.float32(spec.speaker_scale)
+                                          ).astype(embedding.dtype)
         # Drawn after the offset, so switching augmentation on does not change which crops are taken.
         augment = rng is not None and spec.gain_augment_db > 0
         gain_db = float(rng.uniform(-spec.gain_augment_db, spec.gain_augment_db)) if augment else 0.0
@@ -161,14 +182,14 @@ def check_shards(reader: ShardReader, config: Config) -> None:
     frame_mode = config.model.acoustic_mode == "frame"
     reader.require(Requirement(
         sample_rate=config.model.sample_rate, hop_length=config.model.hop_length,
-        hubert_layer=config.data.hubert_layer, hubert_dim=config.model.semantic_dim,
-        ecapa_dim=config.model.acoustic_dim,
+        content_layer=config.data.content_layer, content_dim=config.model.semantic_dim,
+        speaker_dim=config.model.acoustic_dim,
         # Utterance mode can train on shards that also hold frame-level features; frame mode needs them.
-        ecapa_frames=True if frame_mode else None))
+        speaker_frames=True if frame_mode else None))
     if frame_mode:
-        frame_dim = reader.fields["ecapa_frames"]["shape"][1]
+        frame_dim = reader.fields[SPEAKER_FRAMES]["shape"][1]
         if frame_dim != config.model.acoustic_dim:
-            raise ShardError(f"{reader.directory}: frame-level ECAPA dimension is {frame_dim} in the shards but "
+            raise ShardError(f"{reader.directory}: frame-level speaker dimension is {frame_dim} in the shards but "
                              f"model.acoustic_dim is {config.model.acoustic_dim}; precompute shards with matching "
                              f"settings")
 
@@ -223,7 +244,7 @@ def _batches(reader: ShardReader, config: Config, split: str, seed: int | None, 
     check_shards(reader, config)
     seed = config.data.shuffle_seed if seed is None else seed
     random_crops = shuffle if random_crops is None else random_crops
-    spec = CropSpec.from_config(config)
+    spec = CropSpec.from_config(config, speaker_calibration(reader.provenance))
     batch = local_batch_size(config.train.batch_size, process_count)
 
     ds = grain.MapDataset.source(_Records(reader, usable_indices(reader, split, spec)))

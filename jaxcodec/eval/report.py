@@ -160,8 +160,8 @@ def level_one_row(result: dict) -> dict:
 def _teacher_lines(teachers: dict | None) -> list[str]:
     if not teachers:
         return []
-    return [f"Trained with the content teacher {teachers['content']} and the acoustic teacher "
-            f"{teachers['acoustic']}.", ""]
+    return [f"Trained with the content teacher {teachers['content']} and the speaker teacher "
+            f"{teachers['speaker']}.", ""]
 
 
 def _probe_tables(probes: dict) -> list[str]:

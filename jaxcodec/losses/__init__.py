@@ -21,11 +21,20 @@ from jaxcodec.losses.adversarial import (
     generator_adversarial_loss,
 )
 from jaxcodec.losses.balancer import balance_gradients, balancer_init
-from jaxcodec.losses.distillation import COSINE_EPS, acoustic_loss, semantic_loss
+from jaxcodec.losses.distillation import (
+    COSINE_EPS,
+    DEFAULT_TEMPERATURE,
+    acoustic_floor,
+    acoustic_loss,
+    semantic_floor,
+    semantic_loss,
+)
+from jaxcodec.losses.masking import masked_rms
 from jaxcodec.losses.reconstruction import l1_time, mel_loss
 
 __all__ = [
-    "COSINE_EPS", "FEATURE_SCALE_FLOOR", "HIFIGAN_FEATURE_LOSS_SCALE", "AdversarialKind", "Reduction",
-    "acoustic_loss", "balance_gradients", "balancer_init", "discriminator_loss", "feature_matching_loss",
-    "generator_adversarial_loss", "l1_time", "mel_loss", "semantic_loss",
+    "COSINE_EPS", "DEFAULT_TEMPERATURE", "FEATURE_SCALE_FLOOR", "HIFIGAN_FEATURE_LOSS_SCALE", "AdversarialKind",
+    "Reduction", "acoustic_floor", "acoustic_loss", "balance_gradients", "balancer_init", "discriminator_loss",
+    "feature_matching_loss", "generator_adversarial_loss", "l1_time", "masked_rms", "mel_loss", "semantic_floor",
+    "semantic_loss",
 ]

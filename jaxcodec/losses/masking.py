@@ -16,3 +16,8 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     mask = jnp.broadcast_to(mask, values.shape)
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
+
+
+def masked_rms(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Root mean square of `values` over the real entries (a scale, e.g. of the encoder's latents [B, T, D])."""
+    return jnp.sqrt(masked_mean(jnp.square(values.astype(jnp.float32)), mask))

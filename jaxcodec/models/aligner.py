@@ -2,10 +2,14 @@
 
 - `SemanticHead`: RVQ level 1's quantized output → linear → HuBERT's dimension (SpeechTokenizer's `transform`),
   so level 1 is distilled towards linguistic content.
-- `AcousticAligner`: the quantized output of levels 2..n_q → an 8-head attention align layer → ECAPA-TDNN's space,
-  so the remaining levels carry timbre and prosody. One self-attention layer (pre-projection, residual, layer
-  norm) relates the frames; then either attentive pooling with a learned query gives one utterance vector
-  (ECAPA's utterance embedding, the default) or a per-frame projection gives [T, C] (frame-level targets).
+- `AcousticAligner`: the quantized output of levels 2..n_q → an 8-head attention align layer → the speaker
+  teacher's space (ECAPA-TDNN's in the paper), so the remaining levels carry timbre and prosody. The input is
+  standardised over the batch (`model.aligner_input_norm`: per-channel mean over the real frames removed, divided
+  by their RMS): the aligner then cannot profit from a common offset or a larger scale of levels 2..n_q, two
+  directions the codec can move in without bound (models/guidance.py), and its input has the same scale whatever
+  the codec's latent scale. One self-attention layer (pre-projection, residual, layer norm) relates the frames;
+  then either attentive pooling with a learned query gives one utterance vector (the teacher's utterance
+  embedding, the default) or a per-frame projection gives [T, C] (frame-level targets).
 """
 
 from __future__ import annotations
@@ -28,6 +32,19 @@ class SemanticHead(nnx.Module):
         return level1_btd if self.proj is None else self.proj(level1_btd)
 
 
+# Keeps the standardisation finite for an all-zero input (one RVQ level, or a batch of silence).
+STANDARDISE_EPS = 1e-12
+
+
+def standardise_over_batch(x_btd: jax.Array, valid_bt: jax.Array) -> jax.Array:
+    """x minus its per-channel mean over the real frames of the batch, divided by the root mean square of the
+    result over those frames and all channels; padded frames are zero."""
+    weights = valid_bt.astype(x_btd.dtype)[..., None]
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    centred = (x_btd - jnp.sum(x_btd * weights, axis=(0, 1), keepdims=True) / count) * weights
+    return centred / jnp.sqrt(jnp.sum(centred * centred) / (count * x_btd.shape[-1]) + STANDARDISE_EPS)
+
+
 class AcousticAligner(nnx.Module):
     """[B, T, dimension] (+ frame mask) → [B, acoustic_dim] (utterance) or [B, T, acoustic_dim] (frame)."""
 
@@ -44,10 +61,13 @@ class AcousticAligner(nnx.Module):
             self.query = nnx.Param(jax.random.normal(rngs.params(), (1, 1, width)) * 0.02)
             self.pool_attention = nnx.MultiHeadAttention(config.aligner_heads, width, decode=False, rngs=rngs)
         self.out_proj = nnx.Linear(width, config.acoustic_dim, rngs=rngs)
+        self.input_norm = config.aligner_input_norm
 
     def __call__(self, acoustic_btd: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
         b, t, _ = acoustic_btd.shape
         valid_bt = jnp.ones((b, t), bool) if mask_bt is None else mask_bt.astype(bool)
+        if self.input_norm:
+            acoustic_btd = standardise_over_batch(acoustic_btd, valid_bt)
         x = self.in_proj(acoustic_btd)
         frame_mask = valid_bt[:, None, None, :] & valid_bt[:, None, :, None]  # [B, heads=1, Tq, Tk]
         # Padded query rows attend to themselves only, so their softmax never sees an empty row (NaN).

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcodec.config import Config
+from jaxcodec.models import guidance
 from jaxcodec.models.aligner import AcousticAligner, SemanticHead
 from jaxcodec.models.quantizer import QuantizerOutput, ResidualVectorQuantizer
 from jaxcodec.models.seanet import SEANetDecoder, SEANetEncoder
@@ -24,7 +25,7 @@ class CodecOutput:
     latents_btd: jax.Array  # encoder output before quantization
     quantizer: QuantizerOutput
     semantic_btd: jax.Array  # level 1 → HuBERT space
-    acoustic: jax.Array  # levels 2..n_q → ECAPA space: [B, C] (utterance) or [B, T, C] (frame)
+    acoustic: jax.Array  # levels 2..n_q → speaker-teacher space: [B, C] (utterance) or [B, T, C] (frame)
     mask_bt: jax.Array  # valid latent frames
 
 
@@ -37,19 +38,6 @@ def frame_mask(mask_bn: jax.Array, hop: int) -> jax.Array:
     frames = -(-mask_bn.shape[1] // hop)
     padded = jnp.pad(mask_bn, ((0, 0), (0, frames * hop - mask_bn.shape[1])))
     return padded[:, ::hop].astype(jnp.float32)
-
-
-def acoustic_input(levels_qbtd: jax.Array) -> jax.Array:
-    """The acoustic aligner's input: the value Σ_{l≥2} q_l, with the straight-through gradient passed to the
-    encoder once (through level 2's residual z − q_1), as the decoder's z + sg(Σq − z) does.
-
-    Summing the per-level straight-through outputs instead would hand the encoder n_q − 1 copies of the aligner's
-    gradient (every level's residual is z minus constants). In the demo run that, with a near-uniform acoustic
-    target, let the aligner's gradient dominate the encoder's and drive the latent to a growing common offset."""
-    if levels_qbtd.shape[0] < 2:
-        return jnp.zeros_like(levels_qbtd[0])
-    through = levels_qbtd[1]
-    return through + jax.lax.stop_gradient(levels_qbtd[1:].sum(0) - through)
 
 
 class Codec(nnx.Module):
@@ -102,7 +90,10 @@ class Codec(nnx.Module):
         z = self._encode_latents(wav_bn)
         quantized = self.quantizer(z, mask_bt, n_q=n_q, key=key)
         semantic = self.semantic_head(quantized.levels_qbtd[0])
-        acoustic = self.acoustic_aligner(acoustic_input(quantized.levels_qbtd), mask_bt)
+        acoustic_in = guidance.acoustic_input(quantized.levels_qbtd, quantized.codes_bqt, mask_bt,
+                                              self.config.rvq.codebook_size,
+                                              centred=self.config.model.acoustic_gradient == "centred")
+        acoustic = self.acoustic_aligner(acoustic_in, mask_bt)
         recon = self._decode_latents(quantized.quantized_btd, wav_bn.shape[1])
         return CodecOutput(recon, z, quantized, semantic, acoustic, mask_bt)
 

@@ -33,6 +33,7 @@ from jaxcodec.workdir import (
     CONFIG_ITEM,
     DAMAGED_SUFFIX,
     DATA_ITEM,
+    DIVERGED_SUFFIX,
     STATE_ITEM,
     CheckpointError,
     best_step,
@@ -177,13 +178,22 @@ class Checkpointer:
         raise CheckpointError(f"no checkpoint in {self.directory} restores ({tried}); use a new --workdir, "
                               f"or move the damaged checkpoints away")
 
-    def _set_aside(self, steps: list[int]) -> None:
+    def set_aside_from(self, first: int) -> list[int]:
+        """Moves the saved steps ≥ `first` to `diverged_directory` (after any save in flight is durable), so a
+        resume starts from the newest step before a divergence; returns those steps."""
+        self.wait()
+        steps = [step for step in self.all_steps() if step >= first]
+        self._set_aside(steps, self.diverged_directory)
+        return steps
+
+    def _set_aside(self, steps: list[int], folder: str | None = None) -> None:
         if not steps:
             return
+        folder = self.damaged_directory if folder is None else folder
         if jax.process_index() == 0:
-            os.makedirs(self.damaged_directory, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             for step in steps:
-                target = os.path.join(self.damaged_directory, str(step))
+                target = os.path.join(folder, str(step))
                 if os.path.exists(target):  # set aside before: keep both
                     target += f".{time.time_ns()}"
                 os.replace(os.path.join(self.directory, str(step)), target)
@@ -202,6 +212,11 @@ class Checkpointer:
     def damaged_directory(self) -> str:
         """Where `restore_newest` moves the steps that did not restore, one folder per step."""
         return self.directory + DAMAGED_SUFFIX
+
+    @property
+    def diverged_directory(self) -> str:
+        """Where `set_aside_from` moves the steps saved while a run diverged, one folder per step."""
+        return self.directory + DIVERGED_SUFFIX
 
     def all_steps(self) -> list[int]:
         """Finalized steps, oldest first; a save still in flight in this process is not listed."""

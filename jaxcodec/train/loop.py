@@ -11,6 +11,8 @@ W/checkpoints/ (orbax), W/tensorboard/ (scalars, validation audio and spectrogra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -23,7 +25,8 @@ from jaxcodec import atomic, audio, losses, output_lock, quality
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
-from jaxcodec.data.shards import TEACHERS_FILE, ShardError, ShardReader
+from jaxcodec.data.shards import TEACHERS_FILE, ShardError, ShardReader, describe_teachers, speaker_calibration
+from jaxcodec.train import monitor as monitor_lib
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
@@ -43,6 +46,35 @@ DATA_FILE = "data.json"
 
 class TrainingError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
+
+
+class _Diverged(Exception):
+    def __init__(self, divergence: monitor_lib.Divergence):
+        super().__init__(divergence.metric)
+        self.divergence = divergence
+
+
+def resolve_guidance(config: Config, provenance: dict, log=print) -> Config:
+    """The config with the acoustic temperature the shard set implies (an explicit loss.acoustic_temperature
+    wins): the speaker teacher's calibrated τ under loss.acoustic_standardize, else the paper's 1.0. Says in one
+    line what the speaker guidance will use, and warns when it cannot be calibrated."""
+    lc = config.loss
+    calibration = speaker_calibration(provenance) if lc.acoustic_standardize else None
+    tau = lc.acoustic_temperature
+    if tau is None:
+        tau = calibration["temperature"] if calibration else losses.DEFAULT_TEMPERATURE
+    speaker = describe_teachers(provenance)["speaker"]
+    if lc.lambda_acoustic > 0 and config.model.acoustic_mode == "utterance":
+        if calibration is not None:
+            log(f"speaker guidance: {speaker}; τ = {tau:.4g}"
+                + (" (loss.acoustic_temperature)" if lc.acoustic_temperature is not None else ""))
+        elif lc.acoustic_standardize:
+            log(f"warning: the shard set has no speaker-teacher calibration ({speaker}): the acoustic KL compares "
+                f"raw embeddings at τ = {tau:g}, which for a unit-norm teacher is uniform and teaches nothing; "
+                f"`jaxcodec shards calibrate SHARDS` adds it")
+        else:
+            log(f"speaker guidance: raw embeddings (loss.acoustic_standardize=false), τ = {tau:g}")
+    return dataclasses.replace(config, loss=dataclasses.replace(lc, acoustic_temperature=float(tau)))
 
 
 def _codebooks_initialized(state: state_lib.TrainState) -> bool:
@@ -202,6 +234,7 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
         mesh = sharding.make_mesh(config.mesh)
         reader = ShardReader(data)
         reader.check_files()  # before anything compiles: every shard opens and holds the records index.json says
+        config = resolve_guidance(config, reader.provenance, log)
         has_valid = len(reader.indices("valid")) >= config.train.batch_size
         checkpointer = Checkpointer(workdir / CHECKPOINTS_FOLDER, keep=config.train.keep_checkpoints,
                                     best_metric=BEST_METRIC)
@@ -214,8 +247,11 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
 
 
 def _data_identity(reader: ShardReader) -> dict:
+    calibration = speaker_calibration(reader.provenance)  # recalibrating a set changes the teacher's targets
     return {"path": str(reader.directory.resolve()),
-            "shards_sha256": [shard["sha256"] for shard in reader.index["shards"]]}
+            "shards_sha256": [shard["sha256"] for shard in reader.index["shards"]],
+            "speaker_calibration_sha256": None if calibration is None else hashlib.sha256(
+                json.dumps(calibration, sort_keys=True).encode()).hexdigest()}
 
 
 def check_data(workdir: Path, reader: ShardReader, resuming: bool, allow_new: bool = False, log=print) -> None:
@@ -227,11 +263,14 @@ def check_data(workdir: Path, reader: ShardReader, resuming: bool, allow_new: bo
         saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     except json.JSONDecodeError as err:
         raise TrainingError(f"{path}: not valid JSON ({err}); delete it to record --data afresh") from None
-    if resuming and saved is not None and saved.get("shards_sha256") != current["shards_sha256"]:
+    changed = saved is not None and (saved.get("shards_sha256") != current["shards_sha256"] or (
+        "speaker_calibration_sha256" in saved  # a data.json from before calibration existed: not compared
+        and saved["speaker_calibration_sha256"] != current["speaker_calibration_sha256"]))
+    if resuming and changed:
         if not allow_new:
             raise TrainingError(f"{workdir} was trained on the shards in {saved.get('path')}; --data "
-                                f"{current['path']} holds other shards: pass --allow-new-data to continue the run "
-                                f"on them, or use a new --workdir")
+                                f"{current['path']} holds other shards (or the set was recalibrated): pass "
+                                f"--allow-new-data to continue the run on them, or use a new --workdir")
         log(f"continuing on new data: {current['path']} (was {saved.get('path')})")
     if saved != current and jax.process_index() == 0:
         atomic.write_json(path, current)
@@ -276,10 +315,10 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         atomic.write_json(workdir / TEACHERS_FILE, reader.provenance)
     eval_fn = jax.jit(lambda s, b: _eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
     logs = _Logs(workdir, start, log)
-    seconds_per_batch = tc.batch_size * config.data.segment_seconds
+    reporter = _Reporter(config, logs, start, deadline)
     last: dict = {}
     pending = None  # (step, metrics on device): fetched one step later so the host never waits for the device
-    started, timed_from = time.perf_counter(), start
+    started = reporter.started
     try:
         if start == 0 and tc.validate_at_start and has_valid and tc.eval_every > 0 and tc.num_steps > 0:
             _validate_and_log(eval_fn, state, reader, config, mesh, 0, workdir, logs)
@@ -294,7 +333,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                 startup = time.perf_counter() - (started if entered is None else entered)
                 logs.log(f"first step done {startup:.1f} s after start")
             if pending is not None:
-                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
+                last = reporter.report(pending, state)
             pending = (step, metrics)
             done = step + 1
             # Every process must agree to stop at the same step (they all checkpoint it): process 0 decides.
@@ -302,7 +341,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             last_step = done == tc.num_steps or out_of_time
             validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or last_step)
             if validating:  # report this step first, so the log stays in step order
-                last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline)
+                last = reporter.report(pending, state)
                 pending = None
             scores = _validate_and_log(eval_fn, state, reader, config, mesh, done, workdir, logs) if validating else {}
             if done % tc.checkpoint_every == 0 or last_step:
@@ -313,10 +352,11 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
                          f"continue)")
                 break
         if pending is not None:
-            last = _report(pending, state, tc, logs, started, timed_from, seconds_per_batch, deadline,
-                           final=True)
+            last = reporter.report(pending, state, final=True)
         last = {**last, "stopped_early": bool(out_of_time and done < tc.num_steps)} if start < tc.num_steps else last
         checkpointer.wait()
+    except _Diverged as stop:
+        raise _stop_diverged(stop.divergence, tc.divergence_factor, checkpointer, logs) from None
     finally:
         logs.close()
     return last
@@ -341,28 +381,62 @@ def _agreed(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-def _report(pending, state, tc, logs: _Logs, started: float, timed_from: int,
-            seconds_per_batch: float, deadline: float | None = None, final: bool = False) -> dict:
-    step, metrics = pending
-    row = _to_python(jax.device_get(metrics))
-    if int(row["skipped"]) and int(jax.device_get(state.skips)) >= tc.max_consecutive_skips:
-        raise TrainingError(f"{tc.max_consecutive_skips} consecutive steps had non-finite losses, gradients or updates "
-                            f"(last at step {step}); the last good checkpoint is kept. Lower the learning rate "
-                            f"or check the data")
-    elapsed = time.perf_counter() - started
-    steps_done = step + 1 - timed_from
-    rate = steps_done * seconds_per_batch / max(elapsed, 1e-9)
-    row.update(step=step, audio_seconds_per_second=round(rate, 2), elapsed=round(elapsed, 2))
-    if step % tc.log_every == 0 or final:
-        logs.write(row)
-        eta = (tc.num_steps - step - 1) * elapsed / max(steps_done, 1)
-        if deadline is not None:  # a time budget stops the run first when it is shorter
-            eta = max(min(eta, deadline - time.monotonic()), 0.0)
-        disc = f"disc {row['loss/disc']:.3f}  " if "loss/disc" in row else ""  # not in generator-only steps
-        logs.log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
-                 f"sem {row['loss/semantic']:.3f}  ac {row['loss/acoustic']:.3f}  {disc}"
-                 f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")
-    return row
+class _Reporter:
+    """Turns each step's metrics (fetched one step late) into the run's reports: metrics.jsonl and TensorBoard at
+    every log step, the console line, the warnings of a guidance loss at its floor, and the checks that stop a
+    run (non-finite steps in a row, divergence: train/monitor.py)."""
+
+    def __init__(self, config: Config, logs: _Logs, timed_from: int, deadline: float | None):
+        self.tc, self.logs, self.timed_from, self.deadline = config.train, logs, timed_from, deadline
+        self.seconds_per_batch = config.train.batch_size * config.data.segment_seconds
+        self.started = time.perf_counter()
+        self.floors = monitor_lib.FloorMonitor(config)
+        self.divergence = monitor_lib.DivergenceMonitor(config)
+
+    def report(self, pending, state, final: bool = False) -> dict:
+        tc = self.tc
+        step, metrics = pending
+        row = _to_python(jax.device_get(metrics))
+        if int(row["skipped"]) and int(jax.device_get(state.skips)) >= tc.max_consecutive_skips:
+            raise TrainingError(f"{tc.max_consecutive_skips} consecutive steps had non-finite losses, gradients or "
+                                f"updates (last at step {step}); the last good checkpoint is kept. Lower the learning "
+                                f"rate or check the data")
+        elapsed = time.perf_counter() - self.started
+        steps_done = step + 1 - self.timed_from
+        rate = steps_done * self.seconds_per_batch / max(elapsed, 1e-9)
+        row.update(step=step, audio_seconds_per_second=round(rate, 2), elapsed=round(elapsed, 2))
+        if step % tc.log_every == 0 or final:
+            self.logs.write(row)
+            eta = (tc.num_steps - step - 1) * elapsed / max(steps_done, 1)
+            if self.deadline is not None:  # a time budget stops the run first when it is shorter
+                eta = max(min(eta, self.deadline - time.monotonic()), 0.0)
+            disc = f"disc {row['loss/disc']:.3f}  " if "loss/disc" in row else ""  # not in generator-only steps
+            self.logs.log(f"step {step:>7d}  loss {row['loss/total']:.4f}  mel {row['loss/mel']:.4f}  "
+                          f"sem {row['loss/semantic']:.3f}/{row['loss/semantic_floor']:.3f}  "
+                          f"ac {row['loss/acoustic']:.3f}/{row['loss/acoustic_floor']:.3f}  {disc}"
+                          f"{rate:.1f} audio-s/s  ETA {eta / 60:.1f} min")
+        for warning in self.floors.observe(step, row):
+            self.logs.log(warning)
+            self.logs.write({"step": step, "warning": warning})
+        if (divergence := self.divergence.observe(step, row)) is not None:
+            raise _Diverged(divergence)
+        return row
+
+
+def _stop_diverged(divergence: monitor_lib.Divergence, factor: float, checkpointer: Checkpointer,
+                   logs: _Logs) -> TrainingError:
+    """Sets aside the checkpoints saved since the divergence began and says where the run can resume."""
+    set_aside = checkpointer.set_aside_from(divergence.onset)
+    good = checkpointer.latest_step()
+    where = (f"the last good checkpoint is step {good}" if good is not None
+             else "no checkpoint was saved before it began")
+    moved = (f" (steps {', '.join(map(str, set_aside))} moved to {checkpointer.diverged_directory})"
+             if set_aside else "")
+    message = (f"{divergence.message(factor)}; stopped: {where}{moved}. Lower optim.learning_rate, "
+               f"loss.lambda_acoustic or loss.lambda_semantic, or raise loss.acoustic_temperature, then run the "
+               f"same command to resume")
+    logs.write({"step": divergence.step, "diverged": message})
+    return TrainingError(message)
 
 
 def main(args) -> int:

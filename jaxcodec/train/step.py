@@ -35,6 +35,7 @@ from flax import nnx
 from jaxcodec import compile_cache, losses
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
+from jaxcodec.data.shards.format import CONTENT, SPEAKER_EMBEDDING, SPEAKER_FRAMES
 from jaxcodec.train import state as state_lib
 from jaxcodec.train.state import Graphs, ModelState, Optimizers, TrainState
 
@@ -58,19 +59,29 @@ def _select(keep_new: jax.Array, new, old):
 
 
 def _teachers(config: Config, batch: dict) -> tuple[jax.Array, jax.Array]:
-    acoustic_key = "ecapa_frames" if config.model.acoustic_mode == "frame" else "ecapa"
-    return batch["hubert"].astype(jnp.float32), batch[acoustic_key].astype(jnp.float32)
+    """The content teacher's frames and the speaker teacher's target (utterance or frame features), float32."""
+    speaker_key = SPEAKER_FRAMES if config.model.acoustic_mode == "frame" else SPEAKER_EMBEDDING
+    return batch[CONTENT].astype(jnp.float32), batch[speaker_key].astype(jnp.float32)
 
 
-def _direct_terms(config: Config, out, hubert, ecapa) -> dict[str, jax.Array]:
+def _direct_terms(config: Config, out, content, speaker) -> dict[str, jax.Array]:
     """Losses that reach the generator other than through its decoded waveform."""
     lc = config.loss
     frame_mask = out.mask_bt if config.model.acoustic_mode == "frame" else None
     return {
         "commit": out.quantizer.commitment_loss,
-        "semantic": losses.semantic_loss(out.semantic_btd, hubert, out.mask_bt, axis=lc.semantic_axis),
-        "acoustic": losses.acoustic_loss(out.acoustic, ecapa, lc.acoustic_temperature, frame_mask),
+        "semantic": losses.semantic_loss(out.semantic_btd, content, out.mask_bt, axis=lc.semantic_axis),
+        "acoustic": losses.acoustic_loss(out.acoustic, speaker, lc.acoustic_temperature, frame_mask),
     }
+
+
+def guidance_floors(config: Config, batch: dict, mask_bt: jax.Array, n_frames: int) -> dict[str, jax.Array]:
+    """What a constant student reaches on this batch, beside each guidance loss (losses.acoustic_floor,
+    losses.semantic_floor): `loss/acoustic_floor`, `loss/semantic_floor`."""
+    content, speaker = _teachers(config, batch)
+    frame_mask = mask_bt if config.model.acoustic_mode == "frame" else None
+    return {"semantic_floor": losses.semantic_floor(content, mask_bt, config.loss.semantic_axis, n_frames),
+            "acoustic_floor": losses.acoustic_floor(speaker, config.loss.acoustic_temperature, frame_mask)}
 
 
 def _weights(config: Config) -> dict[str, float]:
@@ -107,13 +118,13 @@ def _grads(graphs: Graphs, config: Config, state: TrainState, batch: dict, key, 
     step: no discriminator pass at all, and the balancer, when on, balances the reconstruction losses alone."""
     lc = config.loss
     wav, mask = batch["wav"], batch["mask"]
-    hubert, ecapa = _teachers(config, batch)
+    content, speaker = _teachers(config, batch)
     params, rest = state.codec.params, state.codec.rest
     weights = _weights(config)
 
     def generator(params):
         out = nnx.merge(graphs.codec, params, rest)(wav, mask, key=key)
-        direct = _direct_terms(config, out, hubert, ecapa)
+        direct = _direct_terms(config, out, content, speaker)
         return (out.wav_bn, sum(weights[name] * value for name, value in direct.items())), (out, direct)
 
     (fake, _), generator_pullback, (out, direct) = jax.vjp(generator, params, has_aux=True)
@@ -216,9 +227,14 @@ def train_step(graphs: Graphs, config: Config, optimizers: Optimizers, state: Tr
         skips=jnp.where(finite, 0, state.skips + 1),
         skipped=state.skipped + (~finite).astype(jnp.int32),
     )
+    floors = guidance_floors(config, batch, g.codec_out.mask_bt, g.codec_out.semantic_btd.shape[1])
     metrics = {
         "loss/total": total,
+        # The encoder's output scale: a latent that grows without bound is how a guidance loss's runaway shows
+        # before the commitment loss explodes (models/guidance.py).
+        "latent_rms": losses.masked_rms(g.codec_out.latents_btd, g.codec_out.mask_bt),
         **{f"loss/{name}": value for name, value in g.terms.items()},
+        **{f"loss/{name}": value for name, value in floors.items()},
         "grad_norm/generator": optax.tree.norm(g.generator),
         "lr/generator": optimizers.generator_learning_rate(step),
         "adversarial_on": jnp.float32(adversarial),

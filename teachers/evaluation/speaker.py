@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from jaxcodec import atomic, audio
+from jaxcodec.data.shards.format import SPEAKER_EMBEDDING
 from teachers.evaluation.file_list import file_list_tool
 
 
@@ -39,7 +40,7 @@ def embed_files(encoder, paths: list[str]) -> tuple[np.ndarray, dict[str, str]]:
     for path in paths:
         try:
             wav, _ = audio.read(path)
-            embedding = np.asarray(encoder([wav])[0]["ecapa"], np.float32)
+            embedding = np.asarray(encoder([wav])[0][SPEAKER_EMBEDDING], np.float32)
             rows.append(embedding / max(float(np.linalg.norm(embedding)), 1e-12))
         except (audio.AudioError, ValueError, RuntimeError) as err:
             errors[path] = " ".join(str(err).split())

@@ -2,8 +2,8 @@
 reshuffle, host slices that reassemble the single-host batch, exact resume, validation determinism, batch placement
 on a (4, 2) mesh, shard checks and loudness.
 
-Synthetic records make every check exact: audio sample i holds the value i, hubert row j holds (j, record) and
-ecapa holds the record number, so any array of a batch says where in which utterance it came from."""
+Synthetic records make every check exact: audio sample i holds the value i, content row j holds (j, record) and
+speaker embedding holds the record number, so any array of a batch says where in which utterance it came from."""
 
 import dataclasses
 import json
@@ -20,8 +20,8 @@ from jaxcodec.data import pipeline, shards
 HOP = 320
 SEGMENT_FRAMES = 4
 SEGMENT = SEGMENT_FRAMES * HOP  # 1280 samples
-HUBERT_DIM, ECAPA_DIM = 8, 4
-PROVENANCE = {"hubert": {"layer": "9", "dim": HUBERT_DIM}, "ecapa": {"dim": ECAPA_DIM}, "sample_rate": 16_000,
+CONTENT_DIM, SPEAKER_DIM = 8, 4
+PROVENANCE = {"content": {"layer": "9", "dim": CONTENT_DIM}, "speaker": {"dim": SPEAKER_DIM}, "sample_rate": 16_000,
               "hop_length": HOP}
 # 20 train utterances (4 shorter than a segment, lengths not whole frames) and 6 validation ones, in two shards.
 TRAIN_LENGTHS = [700, 1000, 3 * HOP + 17, 1279] + [SEGMENT + 37 * i for i in range(16)]
@@ -30,36 +30,36 @@ LENGTHS = TRAIN_LENGTHS + VALID_LENGTHS
 SHORT = [i for i, n in enumerate(TRAIN_LENGTHS) if n < SEGMENT]
 
 
-def fields(ecapa_frames_dim=None):
+def fields(speaker_frames_dim=None):
     spec = {"audio": {"dtype": "int16", "shape": ["samples"]},
-            "hubert": {"dtype": "float16", "shape": ["frames", HUBERT_DIM]},
-            "ecapa": {"dtype": "float16", "shape": [ECAPA_DIM]}}
-    if ecapa_frames_dim:
-        spec["ecapa_frames"] = {"dtype": "float16", "shape": ["frames", ecapa_frames_dim]}
+            "content": {"dtype": "float16", "shape": ["frames", CONTENT_DIM]},
+            "speaker_embedding": {"dtype": "float16", "shape": [SPEAKER_DIM]}}
+    if speaker_frames_dim:
+        spec["speaker_frames"] = {"dtype": "float16", "shape": ["frames", speaker_frames_dim]}
     return spec
 
 
-def make_record(i: int, n: int, split: str, ecapa_frames_dim=None) -> dict:
+def make_record(i: int, n: int, split: str, speaker_frames_dim=None) -> dict:
     frames = -(-n // HOP)
-    hubert = np.zeros((frames, HUBERT_DIM), np.float16)
-    hubert[:, 0] = np.arange(frames)  # row j says "I am frame j" …
-    hubert[:, 1] = i  # … "of record i"
+    content = np.zeros((frames, CONTENT_DIM), np.float16)
+    content[:, 0] = np.arange(frames)  # row j says "I am frame j" …
+    content[:, 1] = i  # … "of record i"
     record = {"id": f"utt-{i:03d}", "split": split, "sample_rate": 16_000, "num_samples": n,
               "audio": np.arange(n, dtype=np.int16),  # sample k holds k
-              "hubert": hubert, "ecapa": np.full(ECAPA_DIM, i, np.float16)}
-    if ecapa_frames_dim:
-        record["ecapa_frames"] = np.repeat(hubert[:, :1], ecapa_frames_dim, axis=1)
+              "content": content, "speaker_embedding": np.full(SPEAKER_DIM, i, np.float16)}
+    if speaker_frames_dim:
+        record["speaker_frames"] = np.repeat(content[:, :1], speaker_frames_dim, axis=1)
     return record
 
 
-def write_set(directory, ecapa_frames_dim=None, provenance=PROVENANCE):
+def write_set(directory, speaker_frames_dim=None, provenance=PROVENANCE):
     directory.mkdir(parents=True, exist_ok=True)
     halves = [range(0, 13), range(13, len(LENGTHS))]
     for index, ids in enumerate(halves):
-        writer = shards.ShardWriter(directory, index, len(halves), fields(ecapa_frames_dim))
+        writer = shards.ShardWriter(directory, index, len(halves), fields(speaker_frames_dim))
         for i in ids:
             split = "train" if i < len(TRAIN_LENGTHS) else "valid"
-            writer.write(make_record(i, LENGTHS[i], split, ecapa_frames_dim))
+            writer.write(make_record(i, LENGTHS[i], split, speaker_frames_dim))
         writer.commit(provenance, [], {"manifest_sha256": "x"})
     shards.merge_index(directory)
     return shards.ShardReader(directory)
@@ -71,7 +71,7 @@ def reader(tmp_path_factory):
 
 
 def make_config(batch_size=4, **data):
-    return cfg.from_dict({"model": {"semantic_dim": HUBERT_DIM, "acoustic_dim": ECAPA_DIM},
+    return cfg.from_dict({"model": {"semantic_dim": CONTENT_DIM, "acoustic_dim": SPEAKER_DIM},
                           "data": {"segment_seconds": SEGMENT_FRAMES / 50, **data},
                           "train": {"batch_size": batch_size}})
 
@@ -90,7 +90,7 @@ def assert_batches_equal(left, right):
 
 
 def record_ids(batches):
-    return [int(r) for batch in batches for r in batch["ecapa"][:, 0]]
+    return [int(r) for batch in batches for r in batch["speaker_embedding"][:, 0]]
 
 
 # --- crops -----------------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_segment_is_whole_frames_and_rounds_down():
         pipeline.CropSpec.from_config(make_config(segment_seconds=0.01))
 
 
-def test_crop_is_hop_aligned_hubert_row_j_covers_samples_j_hop_to_j_plus_1_hop():
+def test_crop_is_hop_aligned_content_row_j_covers_samples_j_hop_to_j_plus_1_hop():
     n = 20 * HOP + 123  # not a whole number of frames
     record = make_record(7, n, "train")
     rng = np.random.default_rng(0)
@@ -118,31 +118,31 @@ def test_crop_is_hop_aligned_hubert_row_j_covers_samples_j_hop_to_j_plus_1_hop()
         np.testing.assert_array_equal(sample, np.arange(start, start + SEGMENT))  # contiguous, real audio
         assert out["mask"].dtype == np.float32 and np.all(out["mask"] == 1)
         for j in range(SEGMENT_FRAMES):  # the alignment contract, row by row
-            assert np.all(sample[j * HOP:(j + 1) * HOP] // HOP == int(out["hubert"][j, 0]))
-        assert out["hubert"].dtype == np.float16 and np.all(out["hubert"][:, 1] == 7)
-        np.testing.assert_array_equal(out["ecapa"], record["ecapa"])
+            assert np.all(sample[j * HOP:(j + 1) * HOP] // HOP == int(out["content"][j, 0]))
+        assert out["content"].dtype == np.float16 and np.all(out["content"][:, 1] == 7)
+        np.testing.assert_array_equal(out["speaker_embedding"], record["speaker_embedding"])
     # Every offset that keeps the crop inside the real audio is drawn, and none beyond.
     assert offsets == set(range((n - SEGMENT) // HOP + 1))
     first = pipeline.crop(record, None, SEGMENT_FRAMES, HOP)  # no rng: the first segment
-    assert first["wav"][0] == 0 and first["hubert"][0, 0] == 0
+    assert first["wav"][0] == 0 and first["content"][0, 0] == 0
 
 
-def test_frame_level_ecapa_is_cropped_like_hubert():
-    record = make_record(3, 10 * HOP, "train", ecapa_frames_dim=ECAPA_DIM)
+def test_frame_level_speaker_features_are_cropped_like_content():
+    record = make_record(3, 10 * HOP, "train", speaker_frames_dim=SPEAKER_DIM)
     out = pipeline.crop(record, np.random.default_rng(5), SEGMENT_FRAMES, HOP)
-    assert out["ecapa_frames"].shape == (SEGMENT_FRAMES, ECAPA_DIM)
-    np.testing.assert_array_equal(out["ecapa_frames"][:, 0], out["hubert"][:, 0])
+    assert out["speaker_frames"].shape == (SEGMENT_FRAMES, SPEAKER_DIM)
+    np.testing.assert_array_equal(out["speaker_frames"][:, 0], out["content"][:, 0])
 
 
 def test_short_utterance_is_zero_padded_with_a_mask():
-    record = make_record(0, 700, "train")  # 2.19 frames: hubert has 3 rows
+    record = make_record(0, 700, "train")  # 2.19 frames: content has 3 rows
     out = pipeline.crop(record, np.random.default_rng(1), SEGMENT_FRAMES, HOP)
     assert out["wav"].shape == out["mask"].shape == (SEGMENT,)
     np.testing.assert_array_equal(np.round(out["wav"][:700] * 32768), np.arange(700))
     assert np.all(out["wav"][700:] == 0)
     np.testing.assert_array_equal(out["mask"], (np.arange(SEGMENT) < 700).astype(np.float32))
-    np.testing.assert_array_equal(out["hubert"][:, 0], [0, 1, 2, 0])
-    assert np.all(out["hubert"][3] == 0) and out["hubert"].shape == (SEGMENT_FRAMES, HUBERT_DIM)
+    np.testing.assert_array_equal(out["content"][:, 0], [0, 1, 2, 0])
+    assert np.all(out["content"][3] == 0) and out["content"].shape == (SEGMENT_FRAMES, CONTENT_DIM)
     with pytest.raises(shards.ShardError, match="fewer than a segment"):
         pipeline.crop(record, None, SEGMENT_FRAMES, HOP, short_policy="drop")
 
@@ -159,7 +159,7 @@ def test_pad_keeps_short_utterances_and_drop_removes_them_before_the_shuffle(rea
     padded_ids = record_ids(take(pipeline.make_dataset(reader, padded, seed=3), 5))
     assert sorted(padded_ids) == list(range(20))
     masks = {i: m for b in take(pipeline.make_dataset(reader, padded, seed=3), 5)
-             for i, m in zip(b["ecapa"][:, 0].astype(int), b["mask"], strict=True)}
+             for i, m in zip(b["speaker_embedding"][:, 0].astype(int), b["mask"], strict=True)}
     assert masks[0].sum() == 700 and masks[3].sum() == 1279 and masks[5].sum() == SEGMENT
 
 
@@ -169,7 +169,8 @@ def test_batches_have_static_shapes_and_dtypes(reader):
     for batch in take(pipeline.make_dataset(reader, make_config(batch_size=4)), 7):  # crosses an epoch boundary
         assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
             "wav": ((4, SEGMENT), "float32"), "mask": ((4, SEGMENT), "float32"),
-            "hubert": ((4, SEGMENT_FRAMES, HUBERT_DIM), "float16"), "ecapa": ((4, ECAPA_DIM), "float16")}
+            "content": ((4, SEGMENT_FRAMES, CONTENT_DIM), "float16"),
+            "speaker_embedding": ((4, SPEAKER_DIM), "float16")}
         assert np.all(np.abs(batch["wav"]) < 1)
 
 
@@ -182,15 +183,15 @@ def test_global_batch_shapes_are_those_of_the_batches(reader):
             key: ((4, *value.shape[1:]), value.dtype) for key, value in local.items()}
 
 
-def test_frame_mode_batches_carry_frame_level_ecapa(tmp_path):
-    reader = write_set(tmp_path / "frames", ecapa_frames_dim=ECAPA_DIM)
+def test_frame_mode_batches_carry_frame_level_speaker_features(tmp_path):
+    reader = write_set(tmp_path / "frames", speaker_frames_dim=SPEAKER_DIM)
     frame_cfg = dataclasses.replace(make_config(), model=dataclasses.replace(make_config().model,
                                                                              acoustic_mode="frame"))
     batch = take(pipeline.make_dataset(reader, frame_cfg), 1)[0]
-    assert batch["ecapa_frames"].shape == (4, SEGMENT_FRAMES, ECAPA_DIM)
-    np.testing.assert_array_equal(batch["ecapa_frames"][..., 0], batch["hubert"][..., 0])
+    assert batch["speaker_frames"].shape == (4, SEGMENT_FRAMES, SPEAKER_DIM)
+    np.testing.assert_array_equal(batch["speaker_frames"][..., 0], batch["content"][..., 0])
     # Utterance mode trains on the same shards and leaves the unused frame features out of the batch.
-    assert "ecapa_frames" not in take(pipeline.make_dataset(reader, make_config()), 1)[0]
+    assert "speaker_frames" not in take(pipeline.make_dataset(reader, make_config()), 1)[0]
 
 
 def test_shuffle_is_deterministic_global_and_reshuffles_each_epoch(reader):
@@ -214,7 +215,7 @@ def test_crops_differ_between_epochs(reader):
     starts = {}  # record → crop start per epoch
     for epoch in (0, 1):
         for batch in batches[epoch * 5:(epoch + 1) * 5]:
-            for rec, wav in zip(batch["ecapa"][:, 0].astype(int), batch["wav"], strict=True):
+            for rec, wav in zip(batch["speaker_embedding"][:, 0].astype(int), batch["wav"], strict=True):
                 starts.setdefault(rec, []).append(int(round(wav[0] * 32768)))
     assert any(a != b for a, b in starts.values())
 
@@ -256,7 +257,7 @@ def test_validation_stream_is_finite_fixed_and_starts_each_utterance_at_zero(rea
     assert len(first) == 3  # 6 utterances / batch of 2, then the stream ends
     assert_batches_equal(first, second)
     assert record_ids(first) == list(range(20, 26))
-    assert all(np.all(b["wav"][:, 0] == 0) and np.all(b["hubert"][:, 0, 0] == 0) for b in first)
+    assert all(np.all(b["wav"][:, 0] == 0) and np.all(b["content"][:, 0, 0] == 0) for b in first)
     # With 4 per batch, 2 hosts each get 1 local batch (the 2 leftover utterances are dropped everywhere).
     config = make_config(batch_size=4)
     per_host = [list(pipeline.make_dataset(reader, config, split="valid", shuffle=False, repeat=False,
@@ -295,10 +296,10 @@ def test_global_batch_splits_rows_over_a_4_by_2_mesh(reader):
 # --- shard checks ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"data": {"hubert_layer": "avg"}}, "HuBERT layer is '9' in the shards but the config needs 'avg'"),
-    ({"model": {"semantic_dim": 768}}, "HuBERT dimension is 8 in the shards but the config needs 768"),
-    ({"model": {"acoustic_dim": 192}}, "ECAPA dimension is 4"),
-    ({"model": {"acoustic_mode": "frame"}}, "frame-level ECAPA features is False"),
+    ({"data": {"content_layer": "avg"}}, "content teacher layer is '9' in the shards but the config needs 'avg'"),
+    ({"model": {"semantic_dim": 768}}, "content teacher dimension is 8 in the shards but the config needs 768"),
+    ({"model": {"acoustic_dim": 192}}, "speaker teacher dimension is 4"),
+    ({"model": {"acoustic_mode": "frame"}}, "frame-level speaker features is False"),
 ])
 def test_check_shards_refuses_a_mismatch_in_one_line(reader, overrides, message):
     base = cfg.to_dict(make_config())
@@ -310,11 +311,11 @@ def test_check_shards_refuses_a_mismatch_in_one_line(reader, overrides, message)
     pipeline.check_shards(reader, make_config())  # the matching config passes
 
 
-def test_check_shards_compares_the_frame_level_ecapa_dimension(tmp_path):
-    reader = write_set(tmp_path / "wide", ecapa_frames_dim=6)
-    frame_cfg = cfg.from_dict({"model": {"semantic_dim": HUBERT_DIM, "acoustic_dim": ECAPA_DIM,
+def test_check_shards_compares_the_frame_level_speaker_dimension(tmp_path):
+    reader = write_set(tmp_path / "wide", speaker_frames_dim=6)
+    frame_cfg = cfg.from_dict({"model": {"semantic_dim": CONTENT_DIM, "acoustic_dim": SPEAKER_DIM,
                                          "acoustic_mode": "frame"}})
-    with pytest.raises(shards.ShardError, match="frame-level ECAPA dimension is 6 .* model.acoustic_dim is 4"):
+    with pytest.raises(shards.ShardError, match="frame-level speaker dimension is 6 .* model.acoustic_dim is 4"):
         pipeline.check_shards(reader, frame_cfg)
 
 
@@ -349,7 +350,7 @@ def test_pipeline_loudness_and_gain_augmentation(reader):
                                            seed=1), 3)
     levels, spread = [], []
     for a, b, c in zip(plain, levelled, augmented, strict=True):
-        for key in ("mask", "hubert", "ecapa"):  # loudness and gain never move the crop
+        for key in ("mask", "content", "speaker_embedding"):  # loudness and gain never move the crop
             np.testing.assert_array_equal(a[key], b[key])
             np.testing.assert_array_equal(a[key], c[key])
         levels += [rms_db(w, m) for w, m in zip(b["wav"], b["mask"], strict=True)]

@@ -13,10 +13,10 @@ from jaxcodec.data import shards
 
 FIELDS = {
     "audio": {"dtype": "int16", "shape": ["samples"]},
-    "hubert": {"dtype": "float16", "shape": ["frames", 8]},
-    "ecapa": {"dtype": "float16", "shape": [4]},
+    "content": {"dtype": "float16", "shape": ["frames", 8]},
+    "speaker_embedding": {"dtype": "float16", "shape": [4]},
 }
-PROVENANCE = {"hubert": {"layer": "9", "dim": 8}, "ecapa": {"dim": 4}, "sample_rate": 16_000, "hop_length": 320}
+PROVENANCE = {"content": {"layer": "9", "dim": 8}, "speaker": {"dim": 4}, "sample_rate": 16_000, "hop_length": 320}
 SOURCE = {"manifest_sha256": "x", "num_shards": 2}
 
 
@@ -28,8 +28,8 @@ def make_record(i: int, split: str = "train") -> dict:
         "id": f"utt-{i:03d}", "split": split, "speaker": f"spk{i % 2}", "text": "héllo", "sample_rate": 16_000,
         "num_samples": n, "peak": 0.5, "rms_db": -20.0,
         "audio": rng.integers(-3000, 3000, n).astype(np.int16),
-        "hubert": rng.standard_normal((frames, 8)).astype(np.float16),
-        "ecapa": rng.standard_normal(4).astype(np.float16),
+        "content": rng.standard_normal((frames, 8)).astype(np.float16),
+        "speaker_embedding": rng.standard_normal(4).astype(np.float16),
     }
 
 
@@ -72,8 +72,8 @@ def test_records_are_plain_msgpack_with_no_object_dtypes():
 def test_writer_refuses_a_record_that_breaks_the_field_spec(tmp_path):
     writer = shards.ShardWriter(tmp_path, 0, 1, FIELDS)
     bad = make_record(0)
-    bad["hubert"] = bad["hubert"].astype(np.float32)
-    with pytest.raises(shards.ShardError, match="field 'hubert' is float32"):
+    bad["content"] = bad["content"].astype(np.float32)
+    with pytest.raises(shards.ShardError, match="field 'content' is float32"):
         writer.write(bad)
     writer.abort()
     assert list(tmp_path.iterdir()) == []  # nothing half-written stays
@@ -100,7 +100,7 @@ def test_reader_random_access_across_shards(tmp_path):
     for i in (4, 0, 3, 2, 1):  # out of order: random access
         record, expected = reader[i], make_record(i)
         np.testing.assert_array_equal(record["audio"], expected["audio"])
-        np.testing.assert_array_equal(record["hubert"], expected["hubert"])
+        np.testing.assert_array_equal(record["content"], expected["content"])
         assert record["text"] == "héllo"
     assert reader.locate(3) == (1, 0)
     assert list(reader.indices("valid")) == [4] and len(reader.indices()) == 5
@@ -124,11 +124,11 @@ def test_reader_is_picklable_for_grain_workers(tmp_path):
 def test_require_names_the_mismatch(tmp_path):
     write_set(tmp_path)
     reader = shards.ShardReader(tmp_path)
-    reader.require(shards.Requirement(sample_rate=16_000, hubert_layer="9", hubert_dim=8, ecapa_frames=False))
-    with pytest.raises(shards.ShardError, match="HuBERT layer is '9' in the shards but the config needs 'avg'"):
-        reader.require(shards.Requirement(hubert_layer="avg"))
-    with pytest.raises(shards.ShardError, match="HuBERT dimension is 8"):
-        reader.require(shards.Requirement(hubert_dim=768))
+    reader.require(shards.Requirement(sample_rate=16_000, content_layer="9", content_dim=8, speaker_frames=False))
+    with pytest.raises(shards.ShardError, match="content teacher layer is '9' in the shards but the config needs 'avg'"):
+        reader.require(shards.Requirement(content_layer="avg"))
+    with pytest.raises(shards.ShardError, match="content teacher dimension is 8"):
+        reader.require(shards.Requirement(content_dim=768))
 
 
 def test_merge_names_missing_shards_and_disagreeing_parts(tmp_path):
@@ -140,7 +140,7 @@ def test_merge_names_missing_shards_and_disagreeing_parts(tmp_path):
     for index, layer in ((0, "9"), (2, "avg")):
         writer = shards.ShardWriter(tmp_path, index, 3, FIELDS)
         writer.write(make_record(index + 1))
-        writer.commit({**PROVENANCE, "hubert": {"layer": layer, "dim": 8}}, [], SOURCE)
+        writer.commit({**PROVENANCE, "content": {"layer": layer, "dim": 8}}, [], SOURCE)
     with pytest.raises(shards.ShardError, match="disagree on provenance"):
         shards.merge_index(tmp_path)
 
@@ -209,6 +209,7 @@ def test_an_index_claiming_more_records_than_a_shard_holds_names_the_shard(tmp_p
     shard["ids"].append("utt-extra")
     shard["splits"].append("train")
     shard["num_samples"].append(1000)
+    shard["speakers"].append("")
     (tmp_path / "index.json").write_text(json.dumps(index))
     message = r"shard-00000-of-00002\.array_record: holds 3 records, index.json says 4"
     with pytest.raises(shards.ShardError, match=message):
@@ -240,12 +241,12 @@ def test_verify_detects_missing_files_wrong_counts_and_duplicates(tmp_path):
 def test_verify_deep_checks_frame_counts_against_the_hop(tmp_path):
     writer = shards.ShardWriter(tmp_path, 0, 1, FIELDS)
     record = make_record(2)
-    record["hubert"] = record["hubert"][:-1]  # one frame short of ceil(N / 320)
+    record["content"] = record["content"][:-1]  # one frame short of ceil(N / 320)
     writer.write(record)
     writer.commit(PROVENANCE, [], SOURCE)
     shards.merge_index(tmp_path)
     problems, _ = shards.verify(tmp_path)
-    assert problems == ["shard-00000-of-00001.array_record record 0: hubert has 5 frames, 1634 samples need 6"]
+    assert problems == ["shard-00000-of-00001.array_record record 0: content has 5 frames, 1634 samples need 6"]
     assert shards.verify(tmp_path, deep=False)[0] == []  # the quick check reads no records
 
 

@@ -29,9 +29,9 @@ def micro_workdir(tmp_path_factory):
     with Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:
         checkpointer.save(3, state, config=config_lib.to_dict(config))
     # What training copies from the shards: the report names the teachers that guided the run.
-    (workdir / "teachers.json").write_text(json.dumps({"hubert": {"model": "pocketsphinx-en-us-phones", "dim": 40,
+    (workdir / "teachers.json").write_text(json.dumps({"content": {"model": "pocketsphinx-en-us-phones", "dim": 40,
                                                                    "teacher": "phones from PocketSphinx, not HuBERT"},
-                                                        "ecapa": {"model": "resemblyzer", "dim": 256}}))
+                                                        "speaker": {"model": "resemblyzer", "dim": 256}}))
     return workdir
 
 
@@ -87,7 +87,7 @@ def test_eval_writes_every_section_and_the_report(micro_workdir, tmp_path, capsy
     assert {r["kind"] for r in rows} == {"original", "reconstruction", "conversion"}
     report = (out / "report.md").read_text()
     assert "content teacher pocketsphinx-en-us-phones (phones from PocketSphinx, not HuBERT)" in report
-    assert result["teachers"]["acoustic"] == "resemblyzer (256-d)"
+    assert result["teachers"]["speaker"] == "resemblyzer (256-d, uncalibrated)"
     for name in ("bitrate_curves.png", "codebook_usage.png", "spectrograms.png"):
         assert (out / name).read_bytes()[:8] == PNG and f"({name})" in report
     assert "broken" in report and "Voice conversion" in report and "Probes" in report

@@ -12,6 +12,7 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
+from jaxcodec.data.shards.format import SPEAKER_EMBEDDING, SPEAKER_FRAMES
 from teachers.ecapa import (
     DEFAULT_ECAPA,
     HUB_FILES,
@@ -93,11 +94,11 @@ def test_matches_speechbrain_encode_batch_and_hand_built_model(tiny_dir, teacher
     wav = _speech_like(20_837, seed=1)
     out = teacher([wav])[0]
     reference = speechbrain_encoder.encode_batch(torch.from_numpy(wav)[None])[0, 0].numpy()
-    assert out["ecapa"].dtype == np.float32 and out["ecapa"].shape == (192,)
-    assert _rel_diff(out["ecapa"], reference) < TOL
+    assert out[SPEAKER_EMBEDDING].dtype == np.float32 and out[SPEAKER_EMBEDDING].shape == (192,)
+    assert _rel_diff(out[SPEAKER_EMBEDDING], reference) < TOL
     embedding, mfa_ct = _hand_built_model(tiny_dir)(wav)
-    assert _rel_diff(out["ecapa"], embedding) < TOL  # the checkpoint's weights really were loaded
-    assert _rel_diff(out["ecapa_frames"], pool_mfa_frames(mfa_ct, len(wav))) < TOL
+    assert _rel_diff(out[SPEAKER_EMBEDDING], embedding) < TOL  # the checkpoint's weights really were loaded
+    assert _rel_diff(out[SPEAKER_FRAMES], pool_mfa_frames(mfa_ct, len(wav))) < TOL
 
 
 def test_seed_determines_weights(tmp_path):
@@ -111,8 +112,8 @@ def test_different_lengths_in_one_call_equal_each_alone(teacher, speechbrain_enc
     together = teacher(wavs)  # the last two share a length, so they share a batch
     for wav, out in zip(wavs, together, strict=True):
         alone = speechbrain_encoder.encode_batch(torch.from_numpy(wav)[None])[0, 0].numpy()
-        assert _rel_diff(out["ecapa"], alone) < TOL
-        assert _rel_diff(out["ecapa_frames"], teacher([wav])[0]["ecapa_frames"]) < TOL
+        assert _rel_diff(out[SPEAKER_EMBEDDING], alone) < TOL
+        assert _rel_diff(out[SPEAKER_FRAMES], teacher([wav])[0][SPEAKER_FRAMES]) < TOL
 
 
 def test_speechbrain_padded_batch_is_not_padding_invariant(speechbrain_encoder):
@@ -131,7 +132,7 @@ def test_speechbrain_padded_batch_is_not_padding_invariant(speechbrain_encoder):
 
 def test_frame_count_is_the_codec_grid(teacher):
     for num_samples in (640, 16_000 + 37, 16_000 + 160, 16_000 + 161, 32_000):
-        frames = teacher([_speech_like(num_samples, seed=num_samples)])[0]["ecapa_frames"]
+        frames = teacher([_speech_like(num_samples, seed=num_samples)])[0][SPEAKER_FRAMES]
         assert frames.shape == (codec_frames(num_samples), teacher.frame_dim) == (-(-num_samples // 320), 96)
         assert frames.dtype == np.float32
 
@@ -154,18 +155,18 @@ def test_long_input_runs_in_windows(tiny_dir, teacher):
     wav = _speech_like(int(12.3 * SR), seed=5)
     chunked = EcapaTeacher(str(tiny_dir), frames=True, max_chunk_seconds=5.0)
     out = chunked([wav])[0]
-    assert out["ecapa"].shape == (192,) and out["ecapa_frames"].shape == (codec_frames(len(wav)), 96)
+    assert out[SPEAKER_EMBEDDING].shape == (192,) and out[SPEAKER_FRAMES].shape == (codec_frames(len(wav)), 96)
     plan = chunk_plan(len(wav), 5 * SR, 2 * SR)
     assert len(plan) > 2
     windows = [teacher([wav[c.start:c.stop]])[0] for c in plan]
     kept = [c.keep_stop - c.keep_start for c in plan]
-    expected = sum(k * w["ecapa"] for k, w in zip(kept, windows, strict=True)) / sum(kept)
-    assert _rel_diff(out["ecapa"], expected) < TOL
-    frames = np.concatenate([w["ecapa_frames"][c.keep_start - c.offset:c.keep_stop - c.offset]
+    expected = sum(k * w[SPEAKER_EMBEDDING] for k, w in zip(kept, windows, strict=True)) / sum(kept)
+    assert _rel_diff(out[SPEAKER_EMBEDDING], expected) < TOL
+    frames = np.concatenate([w[SPEAKER_FRAMES][c.keep_start - c.offset:c.keep_stop - c.offset]
                              for c, w in zip(plan, windows, strict=True)])
-    assert _rel_diff(out["ecapa_frames"], frames) < TOL
+    assert _rel_diff(out[SPEAKER_FRAMES], frames) < TOL
     fits = _speech_like(3 * SR, seed=6)  # shorter than a window: untouched by chunking
-    np.testing.assert_array_equal(chunked([fits])[0]["ecapa"], teacher([fits])[0]["ecapa"])
+    np.testing.assert_array_equal(chunked([fits])[0][SPEAKER_EMBEDDING], teacher([fits])[0][SPEAKER_EMBEDDING])
 
 
 def test_base_size_has_the_hub_shapes(tmp_path):
@@ -255,7 +256,7 @@ def test_a_local_folder_is_read_weights_only_and_its_yaml_never_runs(tiny_dir, t
     assert weights_only.provenance()["weights_sha256"] == from_yaml.provenance()["weights_sha256"]
     wav = _speech_like(20_837, seed=1)
     ours, theirs = weights_only([wav])[0], from_yaml([wav])[0]
-    for key in ("ecapa", "ecapa_frames"):
+    for key in (SPEAKER_EMBEDDING, SPEAKER_FRAMES):
         np.testing.assert_array_equal(ours[key], theirs[key])
 
 

@@ -97,7 +97,7 @@ def test_an_alignment_that_stops_early_is_refused():
 
 
 def test_precompute_stores_phone_posteriorgrams_with_their_label(tmp_path, capsys):
-    """`--content-teacher phones`: the `hubert` field holds [ceil(N/320), 40] rows summing to 1, the provenance
+    """`--content-teacher phones`: the `content` field holds [ceil(N/320), 40] rows summing to 1, the provenance
     says it is not HuBERT, and `jaxcodec shards info` prints that label."""
     from jaxcodec.commands import main
     from jaxcodec.data import manifest, shards
@@ -111,25 +111,26 @@ def test_precompute_stores_phone_posteriorgrams_with_their_label(tmp_path, capsy
            "sample_rate": 16_000, "channels": 1, "speaker": "101", "chapter": "1", "text": text, "split": "train"}
     manifest.write([row], [], tmp_path / "manifest.jsonl")
     options = precompute.Options(manifest=tmp_path / "manifest.jsonl", out=tmp_path / "shards",
-                                 content_teacher="phones", acoustic_teacher="resemblyzer", progress=False)
+                                 content_teacher="phones", speaker_teacher="resemblyzer", progress=False)
     index = precompute.run(options, log=lambda m: None)
-    hubert = index["provenance"]["hubert"]
-    assert hubert["teacher"] == "phones from PocketSphinx, not HuBERT" and hubert["dim"] == len(PHONES)
+    content = index["provenance"]["content"]
+    assert content["teacher"] == "phones from PocketSphinx, not HuBERT" and content["dim"] == len(PHONES)
+    assert content["name"] == "phones" and index["provenance"]["speaker"]["name"] == "resemblyzer"
     reader = shards.ShardReader(tmp_path / "shards")
     record = reader[0]
-    assert record["hubert"].shape == (codec_frames(len(wav)), len(PHONES))
-    np.testing.assert_allclose(record["hubert"].astype(np.float32).sum(axis=1), 1.0, atol=1e-2)  # float16 storage
-    assert json.loads((tmp_path / "shards" / "index.json").read_text())["fields"]["hubert"]["shape"][1] == 40
+    assert record["content"].shape == (codec_frames(len(wav)), len(PHONES))
+    np.testing.assert_allclose(record["content"].astype(np.float32).sum(axis=1), 1.0, atol=1e-2)  # float16 storage
+    assert json.loads((tmp_path / "shards" / "index.json").read_text())["fields"]["content"]["shape"][1] == 40
     # What training must set for these shards: 40 dims, the "phones" layer, and the per-frame cosine.
     overrides = shards.config_overrides(index["provenance"])
-    assert overrides == ["model.semantic_dim=40", "model.acoustic_dim=256", "data.hubert_layer=phones",
+    assert overrides == ["model.semantic_dim=40", "model.acoustic_dim=256", "data.content_layer=phones",
                          "loss.semantic_axis=time"]
     from jaxcodec import config as config_lib
 
-    reader.require(shards.Requirement(hubert_layer=config_lib.load("configs/cpu.yaml", overrides).data.hubert_layer,
-                                      hubert_dim=40, ecapa_dim=256))
+    reader.require(shards.Requirement(content_layer=config_lib.load("configs/cpu.yaml", overrides).data.content_layer,
+                                      content_dim=40, speaker_dim=256))
     with pytest.raises(shards.ShardError, match="or train with --set model.semantic_dim=40 .*semantic_axis=time"):
-        reader.require(shards.Requirement(hubert_layer="9", hubert_dim=768))  # a config made for HuBERT
+        reader.require(shards.Requirement(content_layer="9", content_dim=768))  # a config made for HuBERT
     assert main(["shards", "info", str(tmp_path / "shards")]) == 0
     assert "phones from PocketSphinx, not HuBERT" in capsys.readouterr().out
 

@@ -129,12 +129,13 @@ def test_end_to_end_records_equal_each_teacher_alone_and_bad_inputs_are_rejected
         pcm, _ = audio.to_int16(wav)
         np.testing.assert_array_equal(record["audio"], pcm)  # stereo downmixed, 8/48 kHz resampled to 16 kHz
         assert record["num_samples"] == len(pcm) and record["split"] == row["split"]
-        assert record["hubert"].shape == (codec_frames(len(pcm)), hubert.dim)
+        assert record["content"].shape == (codec_frames(len(pcm)), hubert.dim)
         alone = audio.from_int16(pcm)  # the teachers see the stored int16 signal
-        np.testing.assert_allclose(record["hubert"], hubert([alone])[0], atol=2e-3, rtol=2e-3)  # float16 storage
-        np.testing.assert_allclose(record["ecapa"], ecapa([alone])[0]["ecapa"], atol=2e-3, rtol=2e-3)
-    assert index["provenance"]["hubert"]["layer"] == HUBERT_LAYER
-    assert index["provenance"]["hubert"]["weights_sha256"] == hubert.weights_sha256
+        np.testing.assert_allclose(record["content"], hubert([alone])[0], atol=2e-3, rtol=2e-3)  # float16 storage
+        np.testing.assert_allclose(record["speaker_embedding"], ecapa([alone])[0]["speaker_embedding"], atol=2e-3,
+                                   rtol=2e-3)
+    assert index["provenance"]["content"]["layer"] == HUBERT_LAYER
+    assert index["provenance"]["content"]["weights_sha256"] == hubert.weights_sha256
 
 
 def test_twenty_minute_file_runs_in_bounded_windows(tmp_path, models, monkeypatch):
@@ -157,7 +158,7 @@ def test_twenty_minute_file_runs_in_bounded_windows(tmp_path, models, monkeypatc
     precompute.run(options(manifest_path, out, models), log=lambda m: None)
     record = read_all(out)["long"]
     assert record["num_samples"] == minutes * 960_000
-    assert record["hubert"].shape[0] == minutes * 3_000 and np.all(np.isfinite(record["hubert"]))
+    assert record["content"].shape[0] == minutes * 3_000 and np.all(np.isfinite(record["content"]))
     # HuBERT never saw more than one 40 s window (+ its edge padding) at once.
     assert len(longest_forward) > 1
     assert max(longest_forward) <= MAX_CHUNK_SECONDS * 16_000 + 2 * EDGE_PAD
@@ -245,7 +246,7 @@ class FlakyTeachers(precompute.Teachers):
         out = super().__call__(wavs, texts)
         for w, features in zip(wavs, out, strict=True):
             if len(w) == self.nan_samples:
-                features["hubert"][3] = np.nan
+                features["content"][3] = np.nan
         return out
 
 
@@ -259,7 +260,7 @@ def test_a_failing_or_non_finite_utterance_is_rejected_and_its_batch_survives(tm
     index = precompute.run(opts, log=lambda m: None, teachers=teachers)
     rejects = {r["id"]: r["reason"] for r in map(json.loads, (opts.out / shards.REJECTS_NAME).read_text().splitlines())}
     assert rejects == {crash_id: "teacher failed: CUDA out of memory (simulated) second line",
-                       nan_id: "teacher output hubert is not finite (NaN/Inf, or beyond float16 range)"}
+                       nan_id: "teacher output content is not finite (NaN/Inf, or beyond float16 range)"}
     assert index["num_records"] == 4
 
 
@@ -268,13 +269,13 @@ def test_frame_level_ecapa_features_are_stored_on_the_codec_grid(tmp_path, model
     manifest_path = write_manifest(tmp_path / "manifest.jsonl", rows)
     out = tmp_path / "shards"
     index = precompute.run(options(manifest_path, out, models, ecapa_frames=True), log=lambda m: None)
-    assert index["fields"]["ecapa_frames"] == {"dtype": "float16", "shape": ["frames", 96]}
-    assert index["provenance"]["ecapa"]["frame_layer"] == "mfa"
-    assert shards.verify(out)[0] == []  # includes: ecapa_frames rows == ceil(samples / 320)
+    assert index["fields"]["speaker_frames"] == {"dtype": "float16", "shape": ["frames", 96]}
+    assert index["provenance"]["speaker"]["frame_layer"] == "mfa"
+    assert shards.verify(out)[0] == []  # includes: speaker_frames rows == ceil(samples / 320)
     reader = shards.ShardReader(out)
-    reader.require(shards.Requirement(ecapa_frames=True, hubert_layer=HUBERT_LAYER))
+    reader.require(shards.Requirement(speaker_frames=True, content_layer=HUBERT_LAYER))
     record = reader[0]
-    assert record["ecapa_frames"].shape == (codec_frames(record["num_samples"]), 96)
+    assert record["speaker_frames"].shape == (codec_frames(record["num_samples"]), 96)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")

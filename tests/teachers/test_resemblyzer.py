@@ -29,7 +29,7 @@ def test_same_speaker_embeddings_are_closer_than_other_speakers(teacher):
     """A real pretrained encoder: two sentences of one voice are more alike than the same voice and another
     (flite rms vs slt, espeak-ng en-us+m3 vs en-gb+f3 in the bundled corpus)."""
     speakers = (101, 102, 201, 202)
-    embeddings = {(s, u): teacher([corpus_wav(s, u)])[0]["ecapa"] for s in speakers for u in (0, 1)}
+    embeddings = {(s, u): teacher([corpus_wav(s, u)])[0]["speaker_embedding"] for s in speakers for u in (0, 1)}
     for e in embeddings.values():
         assert e.shape == (EMBEDDING_DIM,) and e.dtype == np.float32
         assert np.linalg.norm(e) == pytest.approx(1.0, abs=1e-4)  # resemblyzer's embeddings are L2-normalised
@@ -42,7 +42,8 @@ def test_silence_and_short_inputs_still_give_an_embedding(teacher):
     rng = np.random.default_rng(0)
     out = teacher([np.zeros(8000, np.float32) + 1e-4 * rng.standard_normal(8000).astype(np.float32),
                    corpus_wav(101, 0)[:4000]])
-    assert all(np.all(np.isfinite(o["ecapa"])) and o["ecapa"].shape == (EMBEDDING_DIM,) for o in out)
+    assert all(np.all(np.isfinite(o["speaker_embedding"])) and o["speaker_embedding"].shape == (EMBEDDING_DIM,)
+               for o in out)
 
 
 def test_precompute_with_the_resemblyzer_teacher(tmp_path):
@@ -56,14 +57,14 @@ def test_precompute_with_the_resemblyzer_teacher(tmp_path):
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     hubert = save_random_hubert(tmp_path / "hubert", size="tiny", seed=0)
     options = precompute.Options(manifest=manifest, out=tmp_path / "shards", hubert=str(hubert), hubert_layer="1",
-                                 acoustic_teacher="resemblyzer", progress=False)
+                                 speaker_teacher="resemblyzer", progress=False)
     precompute.run(options, log=lambda *_: None)
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     assert index["num_records"] == 2
-    acoustic = index["provenance"]["ecapa"]
+    acoustic = index["provenance"]["speaker"]
     assert acoustic["model"] == "resemblyzer" and acoustic["dim"] == EMBEDDING_DIM
-    assert index["fields"]["ecapa"]["shape"] == [EMBEDDING_DIM]
+    assert index["fields"]["speaker_embedding"]["shape"] == [EMBEDDING_DIM]
 
     with pytest.raises(precompute.TeacherLoadError, match="resemblyzer gives utterance embeddings only"):
         precompute.Teachers(precompute.Options(manifest=manifest, out=tmp_path / "x", hubert=str(hubert),
-                                               hubert_layer="1", acoustic_teacher="resemblyzer", ecapa_frames=True))
+                                               hubert_layer="1", speaker_teacher="resemblyzer", ecapa_frames=True))

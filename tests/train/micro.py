@@ -5,15 +5,15 @@ import json
 
 from jaxcodec import config as config_lib
 
-HUBERT_DIM, ECAPA_DIM = 8, 4
+CONTENT_DIM, SPEAKER_DIM = 8, 4
 MICRO = {
     "model": {"n_filters": 4, "dimension": 16, "lstm_layers": 1, "aligner_dim": 16, "aligner_heads": 2,
-              "semantic_dim": HUBERT_DIM, "acoustic_dim": ECAPA_DIM},
+              "semantic_dim": CONTENT_DIM, "acoustic_dim": SPEAKER_DIM},
     "rvq": {"n_q": 2, "codebook_size": 16, "kmeans_iters": 10, "decay": 0.9},
     "disc": {"kinds": ["msstft"], "msstft_filters": 4, "msstft_n_ffts": [128]},
     "loss": {"mel_form": "speechtokenizer"},
     "optim": {"learning_rate": 1e-3, "warmup_steps": 2},
-    "data": {"segment_seconds": 0.32, "hubert_layer": "9"},
+    "data": {"segment_seconds": 0.32, "content_layer": "9"},
     # 6 generator-only steps, then 6 GAN steps: the SIGKILL-resume test kills the run during the first and its
     # resume crosses into the second.
     "train": {"batch_size": 8, "num_steps": 12, "checkpoint_every": 1, "keep_checkpoints": 12, "eval_every": 6,

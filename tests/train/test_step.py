@@ -13,7 +13,7 @@ from jaxcodec import losses
 from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
-from tests.train.micro import ECAPA_DIM, HUBERT_DIM, PINNED, micro_config
+from tests.train.micro import CONTENT_DIM, PINNED, SPEAKER_DIM, micro_config
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
@@ -27,8 +27,8 @@ def synthetic_batch(config, seed: int = 0) -> dict:
     mask = np.ones((b, n), np.float32)
     mask[0, n // 2:] = 0  # one padded example, as the pipeline gives for short utterances
     return {"wav": (wav * mask).astype(np.float32), "mask": mask,
-            "hubert": rng.standard_normal((b, frames, HUBERT_DIM)).astype(np.float16),
-            "ecapa": rng.standard_normal((b, ECAPA_DIM)).astype(np.float16)}
+            "content": rng.standard_normal((b, frames, CONTENT_DIM)).astype(np.float16),
+            "speaker_embedding": rng.standard_normal((b, SPEAKER_DIM)).astype(np.float16)}
 
 
 def one_device_state(config):
@@ -54,12 +54,12 @@ def plain_waveform_terms(config, disc, wav, mask, fake, adversarial: bool = True
 def plain_generator_loss(graphs, config, state, batch, key, scales, adversarial: bool = True):
     """Σ weight · term over the direct and waveform losses, as a function of the generator's parameters."""
     disc = nnx.merge(graphs.disc, state["disc"]["params"], state["disc"]["rest"])
-    hubert, ecapa = step_lib._teachers(config, batch)
+    content, speaker = step_lib._teachers(config, batch)
     weights = step_lib._weights(config)
 
     def loss(params):
         out = nnx.merge(graphs.codec, params, state["codec"]["rest"])(batch["wav"], batch["mask"], key=key)
-        direct = step_lib._direct_terms(config, out, hubert, ecapa)
+        direct = step_lib._direct_terms(config, out, content, speaker)
         wave = plain_waveform_terms(config, disc, batch["wav"], batch["mask"], out.wav_bn, adversarial)
         return (sum(weights[n] * v for n, v in direct.items())
                 + sum(jax.lax.stop_gradient(scales.get(n, weights[n])) * v for n, v in wave.items()))

@@ -27,7 +27,7 @@ from jaxcodec.train import step as step_lib
 from jaxcodec.train.checkpoint import Checkpointer
 from scripts.synthetic_shards import write_synthetic_shards
 from tests.conftest import COLLECTIVE_TIMEOUTS
-from tests.train.micro import ECAPA_DIM, HUBERT_DIM, MICRO, PINNED, micro_config
+from tests.train.micro import CONTENT_DIM, MICRO, PINNED, SPEAKER_DIM, micro_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = MICRO["train"]["num_steps"]
@@ -44,7 +44,7 @@ def shard_dir(tmp_path_factory) -> Path:
 def write_micro_shards(out: Path) -> Path:
     """40 utterances of harmonic bursts with random 'teacher' features (32 train, 8 valid), written with the shard
     writer."""
-    return write_synthetic_shards(out, HUBERT_DIM, ECAPA_DIM)
+    return write_synthetic_shards(out, CONTENT_DIM, SPEAKER_DIM)
 
 
 @pytest.fixture(scope="module")
@@ -471,7 +471,7 @@ def test_resume_on_another_shard_set_is_refused_unless_allowed(tmp_path, shard_d
     compiled; --allow-new-data continues and records the new set."""
     from jaxcodec.data.shards import ShardReader
 
-    other = write_synthetic_shards(tmp_path / "other", HUBERT_DIM, ECAPA_DIM, utterances=16, seed=1)
+    other = write_synthetic_shards(tmp_path / "other", CONTENT_DIM, SPEAKER_DIM, utterances=16, seed=1)
     workdir = tmp_path / "run"
     loop.check_data(workdir, ShardReader(shard_dir), resuming=False)  # what a first start records
     with Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:

@@ -14,10 +14,11 @@ A shard set is a directory:
 
 The modules, by idea: `errors` (ShardError), `format` (names, record encoding, field specs), `writer` (one shard's
 write and commit), `locks` (a writing run's locks), `driver` (the loop that writes a set, shared by `jaxcodec
-precompute` and `jaxcodec tokenize`), `index` (parts, merge, index.json), `reader` (ShardReader), `provenance`
-(what a set's teachers imply) and `verify`. This package re-exports the names its users call: the shard set is one
-contract for many modules and tests (`shards.ShardReader`, `shards.ShardError`, `shards.verify`, …), which need not
-know which module holds what; the rest is reached through its module.
+precompute` and `jaxcodec tokenize`), `index` (parts, merge, index.json), `reader` (ShardReader), `provenance` (what
+a set's teachers imply), `calibration` (the speaker teacher's, computed when a set is merged) and `verify`. This
+package re-exports the names its users call: the shard set is one contract for many modules and tests
+(`shards.ShardReader`, `shards.ShardError`, `shards.verify`, …), which need not know which module holds what; the
+rest is reached through its module.
 """
 
 from jaxcodec.data.shards.driver import (
@@ -33,8 +34,12 @@ from jaxcodec.data.shards.driver import (
 from jaxcodec.data.shards.errors import ShardError, error_line
 from jaxcodec.data.shards.format import (
     ARRAY_KEY,
+    CONTENT,
     INDEX_NAME,
     REJECTS_NAME,
+    SPEAKER,
+    SPEAKER_EMBEDDING,
+    SPEAKER_FRAMES,
     WRITER_OPTIONS,
     decode_record,
     encode_record,
@@ -43,13 +48,20 @@ from jaxcodec.data.shards.format import (
 )
 from jaxcodec.data.shards.index import load_index, merge_index, read_part, shard_count
 from jaxcodec.data.shards.locks import writing
-from jaxcodec.data.shards.provenance import TEACHERS_FILE, config_overrides, describe_teachers
+from jaxcodec.data.shards.provenance import (
+    TEACHERS_FILE,
+    by_role,
+    config_overrides,
+    describe_teachers,
+    speaker_calibration,
+)
 from jaxcodec.data.shards.reader import Requirement, ShardReader
 from jaxcodec.data.shards.verify import verify
 from jaxcodec.data.shards.writer import ShardWriter, remove_stale_temporaries
 
-__all__ = ["ARRAY_KEY", "INDEX_NAME", "REJECTS_NAME", "TEACHERS_FILE", "WRITER_OPTIONS", "Requirement", "ShardError",
-           "ShardPlan", "ShardReader", "ShardWriter", "assign", "check_existing", "config_overrides", "decode_record",
+__all__ = ["ARRAY_KEY", "CONTENT", "INDEX_NAME", "REJECTS_NAME", "SPEAKER", "SPEAKER_EMBEDDING", "SPEAKER_FRAMES",
+           "TEACHERS_FILE", "WRITER_OPTIONS", "Requirement", "ShardError", "ShardPlan", "ShardReader", "ShardWriter",
+           "assign", "by_role", "check_existing", "config_overrides", "decode_record", "speaker_calibration",
            "describe_teachers", "encode_record", "error_line", "load_index", "merge_index", "merge_when_complete",
            "plan", "read_part", "remove_stale_temporaries", "select", "sha256_file", "shard_count", "shard_name",
            "verify", "write_planned", "write_shard", "writing"]

@@ -125,11 +125,12 @@ def write_planned(plan: ShardPlan, provenance: dict, source: dict, fields: dict,
         report(f"{part['file']}: {part['records']} utterances, {len(part['rejects'])} rejected")
 
 
-def merge_when_complete(out: str | Path, log: Callable[[str], None]) -> dict | None:
+def merge_when_complete(out: str | Path, log: Callable[[str], None],
+                        finalize: Callable[[dict, Path], dict] | None = None) -> dict | None:
     """Merges the index when every shard of the set is committed and logs its totals; otherwise logs why not (the
-    shards other processes have yet to write) and returns None."""
+    shards other processes have yet to write) and returns None. `finalize` as merge_index's."""
     try:
-        index = merge_index(out)
+        index = merge_index(out, finalize)
     except ShardError as err:
         log(f"index not merged yet: {err}")
         return None

@@ -26,6 +26,20 @@ ALLOWED_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "float16
 SHARD_FILE_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.array_record$")
 HASH_BLOCK = 1 << 22
 
+# The teachers' roles (teachers/registry.py), the provenance's keys for the two teachers: content (HuBERT, or
+# PocketSphinx phones) and speaker (ECAPA-TDNN, or resemblyzer).
+CONTENT = "content"
+SPEAKER = "speaker"
+# Their record fields: the content teacher's frames [T, D] (named after its role), the speaker teacher's utterance
+# embedding [E] (not "speaker": records already carry the speaker's label under that key) and its optional frame
+# features [T, C].
+SPEAKER_EMBEDDING = "speaker_embedding"
+SPEAKER_FRAMES = "speaker_frames"
+# Shard sets written before the roles had names called fields and provenance entries after the paper's models,
+# whatever model filled them; they are read under the new names (decode_record, normalise_index).
+LEGACY_FIELDS = {"hubert": CONTENT, "ecapa": SPEAKER_EMBEDDING, "ecapa_frames": SPEAKER_FRAMES}
+LEGACY_ROLES = {"hubert": CONTENT, "ecapa": SPEAKER}
+
 
 def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.array_record"
@@ -63,7 +77,24 @@ def decode_record(raw: bytes) -> dict[str, Any]:
                 raise ShardError(f"field {key!r}: dtype {dtype!r} is not allowed")
             array = np.frombuffer(value["data"], dtype=np.dtype(dtype).newbyteorder("<"))
             record[key] = array.reshape(value["shape"]).astype(dtype, copy=False)
-    return record
+    return _renamed(record, LEGACY_FIELDS)
+
+
+def _renamed(mapping: dict, names: dict[str, str]) -> dict:
+    """`mapping` with the keys of `names` renamed, order kept."""
+    if not any(key in names for key in mapping):
+        return mapping
+    return {names.get(key, key): value for key, value in mapping.items()}
+
+
+def normalise_index(index: dict) -> dict:
+    """An index.json or part-index with its `fields` and `provenance` under today's names (a legacy set's
+    `hubert`/`ecapa` entries renamed: LEGACY_FIELDS, LEGACY_ROLES); other keys untouched."""
+    out = dict(index)
+    for key, names in (("fields", LEGACY_FIELDS), ("provenance", LEGACY_ROLES)):
+        if isinstance(out.get(key), dict):
+            out[key] = _renamed(out[key], names)
+    return out
 
 
 def field_spec(record: dict[str, Any]) -> dict[str, dict]:

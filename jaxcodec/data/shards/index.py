@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from jaxcodec import atomic
@@ -15,6 +16,7 @@ from jaxcodec.data.shards.format import (
     INDEX_NAME,
     REJECTS_NAME,
     SHARD_FILE_RE,
+    normalise_index,
     part_name,
     shard_name,
 )
@@ -26,9 +28,10 @@ def read_part(directory: Path, index: int, count: int) -> dict | None:
     if not part_path.is_file() or not (directory / shard_name(index, count)).is_file():
         return None
     try:
-        return json.loads(part_path.read_text(encoding="utf-8"))
+        part = json.loads(part_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ShardError(f"{part_path.name}: not valid JSON ({err})") from None
+    return normalise_index(part) if isinstance(part, dict) else part
 
 
 
@@ -42,8 +45,10 @@ def shard_count(directory: Path) -> int | None:
     return counts.pop() if counts else None
 
 
-def merge_index(directory: str | os.PathLike) -> dict:
-    """Combines every part-index into index.json and rejects.jsonl; raises ShardError naming the missing shards."""
+def merge_index(directory: str | os.PathLike, finalize: Callable[[dict, Path], dict] | None = None) -> dict:
+    """Combines every part-index into index.json and rejects.jsonl; raises ShardError naming the missing shards.
+    `finalize(index, directory)`, when given, completes the merged index before it is written (precompute records
+    the speaker teacher's calibration, which needs every shard): index.json appears once, complete."""
     directory = Path(directory)
     count = shard_count(directory)
     if count is None:
@@ -61,7 +66,8 @@ def merge_index(directory: str | os.PathLike) -> dict:
                 raise ShardError(f"{part['file']} and {first['file']} disagree on {key}; "
                                  f"they were computed with different settings")
     shards = [{key: part[key] for key in ("file", "records", "bytes", "sha256", "audio_seconds", "ids", "splits",
-                                          "num_samples")} for part in parts]
+                                          "num_samples", "speakers") if key in part}  # a legacy part: no speakers
+              for part in parts]
     rejects = [reject for part in parts for reject in part["rejects"]]
     splits: dict[str, int] = {}
     for part in parts:
@@ -80,6 +86,8 @@ def merge_index(directory: str | os.PathLike) -> dict:
         "code_versions": sorted({part.get("code_version", "") for part in parts}),
         "shards": shards,
     }
+    if finalize is not None:
+        index = finalize(index, directory)
     atomic.write_jsonl(directory / REJECTS_NAME, rejects)
     atomic.write_json(directory / INDEX_NAME, index)
     return index
@@ -102,7 +110,7 @@ def load_index(directory: str | os.PathLike) -> dict:
     if problem := _index_problem(index):
         raise ShardError(f"{path}: {problem} (damaged or edited; `jaxcodec precompute --out {directory} "
                          f"--merge-index` rebuilds it from the parts)")
-    return index
+    return normalise_index(index)
 
 
 # What merge_index writes and readers use, by JSON type: an index.json lacking one is refused by load_index, in

@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 
 from jaxcodec.data.shards.errors import ShardError, error_line
-from jaxcodec.data.shards.format import INDEX_NAME, decode_record
+from jaxcodec.data.shards.format import CONTENT, INDEX_NAME, SPEAKER, SPEAKER_FRAMES, decode_record
 from jaxcodec.data.shards.index import load_index
 from jaxcodec.data.shards.provenance import config_overrides
 
@@ -25,19 +25,20 @@ class Requirement:
 
     sample_rate: int | None = None
     hop_length: int | None = None
-    hubert_layer: str | None = None
-    hubert_dim: int | None = None
-    ecapa_dim: int | None = None
-    ecapa_frames: bool | None = None
+    content_layer: str | None = None
+    content_dim: int | None = None
+    speaker_dim: int | None = None
+    speaker_frames: bool | None = None
 
 
 
 class ShardReader:
     """Random access to the records of a shard set by global index (a grain RandomAccessDataSource)."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, index: dict | None = None):
+        """`index`: the set's merged index when index.json is not written yet (a merge reads its shards)."""
         self.directory = Path(directory)
-        self.index = load_index(self.directory)
+        self.index = load_index(self.directory) if index is None else index
         self.files = [self.directory / shard["file"] for shard in self.index["shards"]]
         missing = [p.name for p in self.files if not p.is_file()]
         if missing:
@@ -45,7 +46,7 @@ class ShardReader:
         for path, shard in zip(self.files, self.index["shards"], strict=True):  # cheap: no file is read
             if path.stat().st_size != shard["bytes"]:
                 raise self._damaged(path, f"{path.stat().st_size} bytes, index.json says {shard['bytes']}")
-            listed = {len(shard[key]) for key in ("ids", "splits", "num_samples")}
+            listed = {len(shard[key]) for key in ("ids", "splits", "num_samples", "speakers") if key in shard}
             if listed != {shard["records"]}:
                 raise ShardError(f"{self.directory / INDEX_NAME}: {path.name} claims {shard['records']} records but "
                                  f"lists {sorted(listed)} ids/splits/lengths (damaged or edited index)")
@@ -55,6 +56,9 @@ class ShardReader:
         self.splits = np.array([s for shard in self.index["shards"] for s in shard["splits"]])
         self.num_samples = np.array([n for shard in self.index["shards"] for n in shard["num_samples"]],
                                     dtype=np.int64)
+        # Per-record speakers, when the index lists them (sets written before they were listed do not).
+        self.speakers = ([s for shard in self.index["shards"] for s in shard["speakers"]]
+                         if all("speakers" in shard for shard in self.index["shards"]) else None)
         self._position = {utt: i for i, utt in enumerate(self.ids)}
         self._readers: dict[int, Any] = {}
         self._open_lock = threading.Lock()
@@ -128,14 +132,14 @@ class ShardReader:
     def require(self, need: Requirement) -> None:
         """Raises a one-line ShardError when the shards were made for something else than `need` says."""
         prov = self.provenance
-        hubert, ecapa = prov.get("hubert") or {}, prov.get("ecapa") or {}
+        content, speaker = prov.get(CONTENT) or {}, prov.get(SPEAKER) or {}
         checks = [
             ("sample rate", need.sample_rate, prov.get("sample_rate")),
             ("hop length", need.hop_length, prov.get("hop_length")),
-            ("HuBERT layer", need.hubert_layer, hubert.get("layer")),
-            ("HuBERT dimension", need.hubert_dim, hubert.get("dim")),
-            ("ECAPA dimension", need.ecapa_dim, ecapa.get("dim")),
-            ("frame-level ECAPA features", need.ecapa_frames, "ecapa_frames" in self.fields),
+            ("content teacher layer", need.content_layer, content.get("layer")),
+            ("content teacher dimension", need.content_dim, content.get("dim")),
+            ("speaker teacher dimension", need.speaker_dim, speaker.get("dim")),
+            ("frame-level speaker features", need.speaker_frames, SPEAKER_FRAMES in self.fields),
         ]
         for what, wanted, found in checks:
             if wanted is not None and wanted != found:

@@ -13,6 +13,7 @@ import numpy as np
 from jaxcodec.data.shards.errors import ShardError
 from jaxcodec.data.shards.format import REJECTS_NAME, decode_record, matches_spec, part_name, sha256_file, shard_name
 from jaxcodec.data.shards.index import load_index, read_part
+from jaxcodec.data.shards.provenance import as_written_by_shards
 
 
 def verify(directory: str | os.PathLike, manifest_ids: Iterable[str] | None = None, deep: bool = True,
@@ -50,7 +51,8 @@ def verify(directory: str | os.PathLike, manifest_ids: Iterable[str] | None = No
         part = read_part(directory, i, count)
         if part is None:
             notes.append(f"{part_name(i, count)}: missing (index.json still describes the shard)")
-        elif part["sha256"] != shard["sha256"] or part["provenance"] != prov or part["fields"] != fields:
+        elif (part["sha256"] != shard["sha256"] or part["provenance"] != as_written_by_shards(prov)
+              or part["fields"] != fields):
             problems.append(f"{part_name(i, count)} disagrees with index.json")
         for utt in shard["ids"]:
             if utt in seen:

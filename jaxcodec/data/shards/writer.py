@@ -57,6 +57,7 @@ class ShardWriter:
         self.ids: list[str] = []
         self.splits: list[str] = []
         self.num_samples: list[int] = []
+        self.speakers: list[str] = []  # per record: lets a reader sample by speaker without decoding records
         self.audio_seconds = 0.0
 
     def write(self, record: dict[str, Any]) -> None:
@@ -71,6 +72,7 @@ class ShardWriter:
         self.ids.append(str(record["id"]))
         self.splits.append(str(record.get("split", "train")))
         self.num_samples.append(int(record["num_samples"]))
+        self.speakers.append(str(record.get("speaker") or ""))
         self.audio_seconds += int(record["num_samples"]) / int(record["sample_rate"])
 
     def commit(self, provenance: dict, rejects: Sequence[dict], source: dict, code_version: str = "") -> dict:
@@ -96,6 +98,7 @@ class ShardWriter:
             "ids": self.ids,
             "splits": self.splits,
             "num_samples": self.num_samples,
+            "speakers": self.speakers,
             "rejects": list(rejects),
         }
         os.replace(self.tmp_path, self.directory / self.name)
