@@ -5,19 +5,25 @@ with `jaxcodec eval`, repeated over seeds, and one comparison report with mean �
         [--steps 300] [--seeds 3] [--minutes-per-run M] [--n-q 1,8] [--labels speakers.json] [--no-vc]
         [--asr none] [--speaker-encoder none] [--set key=value ...]
 
-Variants (the paper's first three experiments and the full model):
-  recon-only   λ_semantic = 0, λ_acoustic = 0   (an EnCodec)
-  semantic     λ_acoustic = 0                   (content-teacher guidance of level 1 only)
-  acoustic     λ_semantic = 0                   (acoustic-teacher guidance of levels 2..n_q only)
-  full         both, as configured              (the paper's model)
+Variants (the paper's first three experiments, the full model, and the acoustic guidance as it was before the
+speaker teacher was calibrated):
+  recon-only             λ_semantic = 0, λ_acoustic = 0   (an EnCodec)
+  semantic               λ_acoustic = 0                   (content-teacher guidance of level 1 only)
+  acoustic               λ_semantic = 0                   (speaker-teacher guidance of levels 2..n_q only)
+  full                   both, as configured              (the paper's model)
+  acoustic-uncalibrated  acoustic, on the raw teacher at τ = 1 (loss.acoustic_standardize=false,
+                         loss.acoustic_temperature=1: the paper's setting, the KL before calibration)
 
 Each run trains `--steps` steps (the budget: same steps, same batches, same seed across variants; seed s sets
 train.seed and data.shuffle_seed, so seeds differ in initialisation and batch order; `--minutes-per-run` is a
 guard that stops a run early and is reported if it does). Runs and evaluations resume: a finished workdir or
 report is reused. Writes DIR/<variant>/seed<s>/{workdir,eval}, and DIR/ablation.md: per metric and probe, the
 mean ± standard deviation over seeds (ddof 1), and each semantic- or acoustic-guided variant's difference from
-recon-only in units of the larger of the two standard deviations. The teachers' dimensions come from the
-shards' provenance; the content teacher (HuBERT, or PocketSphinx phones offline) is named in the report.
+recon-only in units of the larger of the two standard deviations; DIR/ablation.json holds every value:
+{"variants": {NAME: {METRIC: [one value per seed]}}}, METRIC named as the rows of ablation.md. Besides the
+evaluation's metrics, each run's guidance losses beside their floors (train/monitor.py's guidance_summary: loss /
+floor over the last log steps) are rows too. The teachers' dimensions come from the shards' provenance; the
+content teacher (HuBERT, or PocketSphinx phones offline) is named in the report.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ VARIANTS = {
     "semantic": ["loss.lambda_acoustic=0"],
     "acoustic": ["loss.lambda_semantic=0"],
     "full": [],
+    "acoustic-uncalibrated": ["loss.lambda_semantic=0", "loss.acoustic_standardize=false",
+                              "loss.acoustic_temperature=1"],
 }
 
 
@@ -49,6 +57,19 @@ def variant_config(config_path: Path, shards: Path, steps: int, overrides: list[
         *config_overrides(provenance), f"train.num_steps={steps}",
         f"train.eval_every={every}", f"train.checkpoint_every={every}", f"train.seed={seed}",
         f"data.shuffle_seed={seed}", *overrides, *VARIANTS[variant]])
+
+
+def guidance_rows(rows: dict[str, dict[str, list[float]]], variant: str, workdir: Path) -> None:
+    """Adds a run's guidance losses beside their floors (loss / floor at the end of training) to `rows`."""
+    from jaxcodec.train import monitor
+
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = monitor.guidance_summary(metrics)
+    for name in monitor.GUIDANCE:
+        ratio = summary[name]["last_ratio"]
+        if ratio is not None:
+            rows.setdefault(f"{name} loss / its floor, last {monitor.LAST_INTERVALS} log steps ↓", {}) \
+                .setdefault(variant, []).append(ratio)
 
 
 def summary_rows(results: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
@@ -150,7 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                                            else args.speaker_encoder)
                 report.render(eval_dir, evaluate.evaluate(options))
             results.setdefault(variant, []).append(json.loads((eval_dir / "metrics.json").read_text()))
-    table = summary_table(summary_rows(results), args.variants)
+    rows = summary_rows(results)
+    for variant in args.variants:
+        for seed in range(args.seeds):
+            guidance_rows(rows, variant, args.out / variant / f"seed{seed}" / "workdir")
+    table = summary_table(rows, args.variants)
+    by_variant = {variant: {metric: values[variant] for metric, values in rows.items() if variant in values}
+                  for variant in args.variants}
+    (args.out / "ablation.json").write_text(json.dumps({"variants": by_variant, "config": str(args.config),
+                                                        "steps": args.steps, "seeds": args.seeds,
+                                                        "data": str(args.data)}, indent=1) + "\n")
     content = shards.by_role(json.loads((args.data / "index.json").read_text())["provenance"])[shards.CONTENT]
     teacher = content.get("teacher") or content.get("random_init") or f"HuBERT {content.get('model')}"
     lines = ["# Ablation", "",

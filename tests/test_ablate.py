@@ -31,3 +31,20 @@ def test_wer_and_per_of_level_1_alone_get_their_own_rows():
     assert rows["PER ↓"] == {"recon-only": [0.3, 0.3], "semantic": [0.3]}  # the full bitrate, as before
     # An evaluation without n_q = 1 (--n-q 8) has no level-1 row.
     assert "PER, level 1 only ↓" not in ablate.summary_rows({"full": [{"bitrates": [{"n_q": 8, "per": 0.3}]}]})
+
+
+def test_guidance_rows_are_each_runs_loss_over_floor_at_the_end(tmp_path):
+    import json
+
+    workdir = tmp_path / "W"
+    workdir.mkdir()
+    rows = [{"step": s, "loss/total": 1.0, "loss/semantic": 0.5, "loss/semantic_floor": 0.5,
+             "loss/acoustic": 0.3 if s >= 5 else 1.0, "loss/acoustic_floor": 0.6} for s in range(10)]
+    rows.insert(3, {"step": 3, "valid_mel": 0.4})  # validation rows are not training steps
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table: dict = {}
+    ablate.guidance_rows(table, "acoustic", workdir)
+    assert table["acoustic loss / its floor, last 5 log steps ↓"] == {"acoustic": [0.5]}  # 0.3 / 0.6
+    assert table["semantic loss / its floor, last 5 log steps ↓"] == {"acoustic": [1.0]}
+    assert ablate.VARIANTS["acoustic-uncalibrated"] == ["loss.lambda_semantic=0", "loss.acoustic_standardize=false",
+                                                        "loss.acoustic_temperature=1"]

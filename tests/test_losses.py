@@ -168,6 +168,51 @@ def test_acoustic_frames_by_hand():
         np.mean(frame_kls[:2]), rel=1e-5)
 
 
+def test_acoustic_floor_by_hand_is_the_loss_of_the_batch_mean_distribution():
+    """The floor is mean_i KL(p_i ‖ p̄): what a student reaches that outputs log p̄ for every example, and no
+    constant output does better (p̄ minimises the summed KL)."""
+    teacher = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    p = np.exp(teacher)
+    mean = p.mean(axis=0)
+    by_hand = np.mean([np.sum(row * np.log(row / mean)) for row in p])
+    floor = float(losses.acoustic_floor(jnp.asarray(teacher)))
+    assert floor == pytest.approx(by_hand, rel=1e-5)
+    constant = np.broadcast_to(np.log(mean), teacher.shape)
+    assert float(losses.acoustic_loss(jnp.asarray(constant), jnp.asarray(teacher))) == pytest.approx(floor, rel=1e-5)
+    for other in ([0.5, 0.3, 0.2], [1 / 3] * 3, [0.2, 0.2, 0.6]):
+        student = np.broadcast_to(np.log(other), teacher.shape)
+        assert float(losses.acoustic_loss(jnp.asarray(student), jnp.asarray(teacher))) > floor
+    # The temperature divides the teacher as in the loss; equal teachers have a zero floor.
+    assert float(losses.acoustic_floor(jnp.asarray(teacher), 2.0)) == pytest.approx(
+        float(losses.acoustic_floor(jnp.asarray(teacher / 2))), rel=1e-6)
+    assert float(losses.acoustic_floor(jnp.zeros((4, 5)))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_acoustic_floor_of_frames_ignores_padding():
+    teacher = np.log(np.array([[[0.8, 0.2], [0.5, 0.5], [0.01, 0.99]]]))  # the last frame is padding
+    mask = jnp.array([[1.0, 1.0, 0.0]])
+    p = np.exp(teacher[0, :2])
+    mean = p.mean(axis=0)
+    by_hand = np.mean([np.sum(row * np.log(row / mean)) for row in p])
+    assert float(losses.acoustic_floor(jnp.asarray(teacher), mask_bt=mask)) == pytest.approx(by_hand, rel=1e-5)
+
+
+@pytest.mark.parametrize("axis", ["dimension", "time"])
+def test_semantic_floor_is_the_loss_of_the_batch_mean_frame(axis):
+    rng = np.random.default_rng(1)
+    teacher = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    mask = np.ones((2, 6), np.float32)
+    mask[1, 4:] = 0
+    mean = (teacher * mask[..., None]).sum((0, 1)) / mask.sum()
+    constant = np.broadcast_to(mean, teacher.shape)
+    expected = losses.semantic_loss(jnp.asarray(constant), jnp.asarray(teacher), jnp.asarray(mask), axis=axis)
+    floor = losses.semantic_floor(jnp.asarray(teacher), jnp.asarray(mask), axis=axis)
+    assert float(floor) == pytest.approx(float(expected), rel=1e-6)
+    if axis == "time":  # by hand: −log σ(cos(mean, frame)) over the real frames
+        cos = [np.dot(mean, f) / (np.linalg.norm(mean) * np.linalg.norm(f)) for f in teacher[mask > 0]]
+        assert float(floor) == pytest.approx(np.mean(np.log1p(np.exp(-np.array(cos)))), rel=1e-5)
+
+
 # ----- EnCodec balancer -----
 
 

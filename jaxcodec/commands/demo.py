@@ -1,21 +1,27 @@
-"""`jaxcodec demo [--out DIR] [--minutes M]`: the whole pipeline on the bundled corpus, on CPU, in minutes.
+"""`jaxcodec demo [--out DIR] [--minutes M] [--corpus bundled|real|mixed|DIR]`: the whole pipeline on CPU, in minutes.
 
 Stages, each through the code path of its stand-alone command:
-  1. manifest    `jaxcodec manifest` on jaxcodec/data/corpus (14 TTS speakers; 3 test speakers unseen in training)
-  2. teachers    `jaxcodec precompute`, in a subprocess (the only stage that runs PyTorch). With the model hub
-                 reachable, or --hubert/--ecapa naming local directories, the real HuBERT and ECAPA-TDNN; offline,
-                 phone posteriorgrams from PocketSphinx (forced alignment to the transcripts; labelled "phones
-                 from PocketSphinx, not HuBERT" everywhere) and resemblyzer's pretrained speaker encoder; both
-                 models ship in their PyPI packages.
+  1. manifest    `jaxcodec manifest` on the corpus: the bundled one (jaxcodec/data/corpus: 14 TTS speakers, 3 test
+                 speakers unseen in training), the real one (three professional voices from Debian's Asterisk
+                 packages, built into DIR/real_corpus by jaxcodec/data/real_corpus.py; held-out utterances of each
+                 speaker for validation and test), or both ("mixed")
+  2. teachers    `jaxcodec precompute`, in PRECOMPUTE_WORKERS subprocesses, one shard each (the only stage that runs
+                 PyTorch). With the model hub reachable, or --hubert/--ecapa naming local directories, the real
+                 HuBERT and ECAPA-TDNN; offline, phone posteriorgrams from PocketSphinx (forced alignment to the
+                 transcripts; labelled "phones from PocketSphinx, not HuBERT" everywhere) and resemblyzer's
+                 pretrained speaker encoder; both models ship in their PyPI packages. The merge calibrates the
+                 speaker teacher (jaxcodec/data/shards/calibration.py).
   3. training    `jaxcodec train` with configs/cpu.yaml (the tiny codec and the CPU recipe of bench/learning.md),
                  for the share of the time budget the other stages leave
-  4. evaluation  PESQ-wb, STOI, mel distance and SI-SDR on the unseen test speakers, for the trained model and
-                 for the untrained one (the baseline row)
+  4. evaluation  PESQ-wb, STOI, mel distance and SI-SDR on the test utterances (per group: unseen synthetic
+                 speakers, held-out real utterances), for the trained model and for the untrained one
   5. tokens      every test utterance tokenized (DIR/tokens/*.npy), with token statistics
-  6. report      DIR/report.md with PNG plots (training curves, spectrograms) and the WAVs to listen to
+  6. report      DIR/report.md with PNG plots (training curves, each guidance loss beside its floor,
+                 spectrograms) and the WAVs to listen to
 
 Everything lands in DIR (default demo_out/): manifest.jsonl, shards/, workdir/ (`jaxcodec.load` accepts it),
-tokens/, samples/, report.md. A rerun reuses the finished stages (precompute and training resume).
+tokens/, samples/, report.md, summary.json. A rerun reuses the finished stages (precompute and training resume);
+a rerun with another corpus is refused (DIR/demo.json records it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,6 +61,16 @@ MIN_TRAINING_SECONDS = 120.0
 # budget first.
 DEMO_STEPS_PER_SECOND = 5.8
 REPORT_CLIPS = 3  # test reconstructions written as WAV and linked from the report
+# What --corpus names besides a folder: the bundled synthetic voices, the three real voices of the Debian Asterisk
+# packages (jaxcodec/data/real_corpus.py), or both.
+CORPORA = ("bundled", "real", "mixed")
+DEFAULT_CORPUS = "bundled"  # see README "Real speech in training": measured against "mixed"
+DEMO_FILE = "demo.json"  # OUT/demo.json: the corpus a demo folder was made with
+REAL_CORPUS_FOLDER = "real_corpus"  # OUT/real_corpus: the decoded real-speech corpus (~90 MB)
+PRECOMPUTE_WORKERS = 2  # teacher processes (one shard each): this project's machines have 2 cores
+# Test utterances are scored in groups that answer different questions: voices never trained on (the bundled
+# corpus' test speakers) and held-out utterances of voices trained on (the real corpus' split).
+UNSEEN_GROUP, HELD_OUT_GROUP = "unseen synthetic speakers", "held-out real utterances"
 
 
 class DemoError(RuntimeError):
@@ -71,12 +88,40 @@ def corpus_splits(corpus: Path) -> dict[str, list[str]]:
     return {split: [str(s["speaker"]) for s in labels if s["split"] == split] for split in ("valid", "test")}
 
 
-def make_manifest(corpus: Path, out: Path) -> list[dict]:
+def bundled_entries(corpus: Path) -> tuple[list[dict], list[dict]]:
+    """A corpus in the bundled corpus' layout (speakers.json names its valid and test speakers): entries, rejects."""
+    splits = corpus_splits(corpus)
+    return manifest_lib.scan(corpus, valid_fraction=0.0, test_fraction=0.0, valid_speakers=splits["valid"],
+                             test_speakers=splits["test"])
+
+
+def real_entries(out: Path) -> list[dict]:
+    """The real-speech corpus (jaxcodec/data/real_corpus.py: three Debian Asterisk voices), built once into
+    OUT/real_corpus; DemoError in one line when its packages cannot be obtained."""
+    from jaxcodec.data import real_corpus
+
+    folder = out / REAL_CORPUS_FOLDER
+    try:
+        real_corpus.build(folder, log=_log)
+        return real_corpus.manifest_entries(folder)
+    except real_corpus.CorpusError as err:
+        raise DemoError(f"the real-speech corpus cannot be built: {err}") from None
+
+
+def make_manifest(corpus: str | Path, out: Path) -> list[dict]:
+    """The manifest of `corpus`: "bundled" (the synthetic voices of jaxcodec/data/corpus), "real" (three real
+    voices, held-out utterances of each for validation and test), "mixed" (both), or a folder in the bundled
+    corpus' layout."""
     path = out / "manifest.jsonl"
     if not path.exists():
-        splits = corpus_splits(corpus)
-        entries, rejects = manifest_lib.scan(corpus, valid_fraction=0.0, test_fraction=0.0,
-                                             valid_speakers=splits["valid"], test_speakers=splits["test"])
+        rejects: list[dict] = []
+        if corpus == "real":
+            entries = real_entries(out)
+        elif corpus == "mixed":
+            entries, rejects = bundled_entries(CORPUS)
+            entries = manifest_lib.combine(entries, real_entries(out))
+        else:
+            entries, rejects = bundled_entries(CORPUS if corpus == "bundled" else Path(corpus))
         manifest_lib.write(entries, rejects, path)
     entries = manifest_lib.read(path)
     _log(f"manifest: {manifest_lib.summary(entries).splitlines()[0]} → {path}")
@@ -88,12 +133,12 @@ def make_manifest(corpus: Path, out: Path) -> list[dict]:
 def choose_teachers(hubert: str | None, ecapa: str | None, offline: bool) -> dict:
     """Real teachers when given or reachable; otherwise the labelled offline stand-ins."""
     if hubert is None and ecapa is None and offline:
-        return {"content": "phones", "hubert": None, "acoustic": "resemblyzer", "ecapa": None,
+        return {"content": "phones", "hubert": None, "speaker": "resemblyzer", "ecapa": None,
                 "why": "the model hub is not reachable and no --hubert/--ecapa directories were given"}
     if hubert is not None and hubert.startswith("random:") and ecapa is None:
-        return {"content": "hubert", "hubert": hubert, "acoustic": "resemblyzer", "ecapa": None,
+        return {"content": "hubert", "hubert": hubert, "speaker": "resemblyzer", "ecapa": None,
                 "why": "chosen with --hubert"}
-    return {"content": "hubert", "hubert": hubert or "facebook/hubert-base-ls960", "acoustic": "ecapa",
+    return {"content": "hubert", "hubert": hubert or "facebook/hubert-base-ls960", "speaker": "ecapa",
             "ecapa": ecapa or "speechbrain/spkrec-ecapa-voxceleb", "why": "real teachers"}
 
 
@@ -111,18 +156,27 @@ def hub_offline() -> bool:
 
 
 def precompute(out: Path, teachers: dict, hubert_layer: str = "9") -> Path:
+    """`jaxcodec precompute` as PRECOMPUTE_WORKERS processes, one per shard (the teachers run on one core each:
+    PocketSphinx is single-threaded); the last to finish merges the index and calibrates the speaker teacher."""
     shards = out / "shards"
+    workers = max(1, min(PRECOMPUTE_WORKERS, os.cpu_count() or 1))
     command = ["precompute", "--manifest", str(out / "manifest.jsonl"), "--out", str(shards),
-               "--content-teacher", teachers["content"], "--acoustic-teacher", teachers["acoustic"],
-               "--num-shards", "2"]
+               "--content-teacher", teachers["content"], "--speaker-teacher", teachers["speaker"],
+               "--num-shards", str(workers), "--no-progress"]
     if teachers["hubert"]:
         command += ["--hubert", teachers["hubert"], "--hubert-layer", hubert_layer]
     if teachers["ecapa"]:
         command += ["--ecapa", teachers["ecapa"]]
-    _log("teachers: " + " ".join(command))
-    done = python_child.run("jaxcodec", command)
-    if done.returncode != 0:
-        raise DemoError(f"precompute failed (exit {done.returncode}); its message is above")
+    _log(f"teachers ({workers} processes): " + " ".join(command))
+    children = [subprocess.Popen(python_child.command("jaxcodec", *command, "--shard-index", str(i)),
+                                 env=python_child.environment()) for i in range(workers)]
+    failed = [(i, code) for i, code in enumerate(child.wait() for child in children) if code != 0]
+    if failed:
+        raise DemoError(f"precompute failed (shard {failed[0][0]}: exit {failed[0][1]}); its message is above")
+    if not (shards / "index.json").is_file():  # both finished together and neither saw the other's part
+        done = python_child.run("jaxcodec", ["precompute", "--out", str(shards), "--merge-index"])
+        if done.returncode != 0:
+            raise DemoError(f"precompute --merge-index failed (exit {done.returncode}); its message is above")
     return shards
 
 
@@ -188,14 +242,27 @@ def untrained_tokenizer(config):
     return Tokenizer(config, graphdef, params, rest, step=0)
 
 
+def test_groups(entries: list[dict]) -> dict[str, list[dict]]:
+    """The test utterances by group (UNSEEN_GROUP, HELD_OUT_GROUP), the groups that have any."""
+    from jaxcodec.data.real_corpus import is_real_speaker
+
+    test = [e for e in entries if e["split"] == "test"]
+    groups = {UNSEEN_GROUP: [e for e in test if not is_real_speaker(e.get("speaker"))],
+              HELD_OUT_GROUP: [e for e in test if is_real_speaker(e.get("speaker"))]}
+    return {name: group for name, group in groups.items() if group}
+
+
 def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
-    """Scores per model on the test split, token statistics and files for the trained model."""
+    """Scores per model on the test split (overall and per test group), token statistics and files for the
+    trained model."""
     from jaxcodec.eval import metrics
     from jaxcodec.eval.codebook import CodeUsage
 
     test = [e for e in entries if e["split"] == "test"]
     if not test:
         raise DemoError("the manifest has no test utterances")
+    groups = test_groups(entries)
+    by_group: dict[str, dict] = {name: {} for name in groups}
     results, tokens_dir, samples = {}, out / "tokens", out / "samples"
     tokens_dir.mkdir(exist_ok=True)
     samples.mkdir(exist_ok=True)
@@ -221,9 +288,15 @@ def evaluate(entries: list[dict], tokenizers: dict, out: Path) -> dict:
                 audio.write(samples / f"{entry['id']}_untrained.wav", recon)
         results[name] = {key: _mean([r[key] for r in rows]) for key in rows[0]}
         results[name]["scored_pesq"] = sum(r["pesq"] is not None for r in rows)
+        for group, members in groups.items():
+            ids = {e["id"] for e in members}
+            kept = [r for r, e in zip(rows, test, strict=True) if e["id"] in ids]
+            by_group[group][name] = {key: _mean([r[key] for r in kept]) for key in kept[0]}
+            by_group[group][name]["scored_pesq"] = sum(r["pesq"] is not None for r in kept)
     token_stats = {"utterances": len(test), **usage.summary(trained.frame_rate)}
     del token_stats["counts_per_level"]  # summary.json stays readable
     return {"test_utterances": len(test), "scores": results, "tokens": token_stats,
+            "groups": {name: {"utterances": len(groups[name]), "scores": scores} for name, scores in by_group.items()},
             "clips": [e["id"] for e in test[:REPORT_CLIPS]]}
 
 
@@ -243,8 +316,24 @@ def write_report(out: Path, teachers: dict, provenance: dict, summary: dict, tim
 
 # --- driver ------------------------------------------------------------------------------------------------------
 
+def check_corpus(out: Path, corpus: str | Path) -> str:
+    """The corpus' name as recorded in OUT/demo.json; a rerun in OUT with another corpus is refused (its manifest,
+    shards and workdir are the first corpus')."""
+    name = corpus if corpus in CORPORA else str(Path(corpus).resolve())
+    record = out / DEMO_FILE
+    if record.is_file():
+        previous = json.loads(record.read_text()).get("corpus")
+        if previous != name:
+            raise DemoError(f"{out} holds a demo of --corpus {previous}; use another --out for --corpus {name}")
+    elif (out / "manifest.jsonl").exists() and name != "bundled":  # a demo from before demo.json: bundled
+        raise DemoError(f"{out} holds a demo of the bundled corpus; use another --out for --corpus {name}")
+    else:
+        atomic.write_json(record, {"corpus": name})
+    return name
+
+
 def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, ecapa: str | None = None,
-        corpus: Path = CORPUS, steps: int | None = None, config_path: Path = CPU_CONFIG,
+        corpus: str | Path = DEFAULT_CORPUS, steps: int | None = None, config_path: Path = CPU_CONFIG,
         hubert_layer: str = "9") -> Path:
     started = time.monotonic()
     if not Path(config_path).is_file():
@@ -253,6 +342,7 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
                         f"(make demo) or pass --config PATH")
     budget_check(minutes, teachers_done=(out / "shards" / "index.json").is_file())
     out.mkdir(parents=True, exist_ok=True)
+    corpus_name = check_corpus(out, corpus)
     timings = {}
 
     def stage(name, fn, *args):
@@ -264,7 +354,7 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
     entries = stage("manifest", make_manifest, corpus, out)
     teachers = choose_teachers(hubert, ecapa, offline=hub_offline() if hubert is None and ecapa is None else False)
     content = f"HuBERT {teachers['hubert']}" if teachers["hubert"] else "phones from PocketSphinx (not HuBERT)"
-    _log(f"teachers: content {content}, acoustic {teachers['acoustic']} ({teachers['why']})")
+    _log(f"corpus: {corpus_name}; teachers: content {content}, speaker {teachers['speaker']} ({teachers['why']})")
     shards = stage("teachers", precompute, out, teachers, hubert_layer)
     provenance = json.loads((shards / "index.json").read_text())["provenance"]
     budget = training_seconds(minutes, time.monotonic() - started)
@@ -281,6 +371,10 @@ def run(out: Path, minutes: float = DEFAULT_MINUTES, hubert: str | None = None, 
     tokenizers = {"trained": trained, "untrained": untrained_tokenizer(config)}
     summary = stage("evaluation", evaluate, entries, tokenizers, out)
     summary["trained_step"] = tokenizers["trained"].step
+    summary["corpus"] = corpus_name
+    from jaxcodec.commands.demo_report import guidance_summary
+
+    summary["guidance"] = guidance_summary(out / "workdir")
     timings["total"] = time.monotonic() - started
     report = write_report(out, teachers, provenance, summary, timings, train_info)
     atomic.write_json(out / "summary.json", {**summary, "timings": timings, "teachers": teachers})
@@ -304,8 +398,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "model if reachable, else resemblyzer's bundled speaker encoder)")
     parser.add_argument("--config", type=Path, default=CPU_CONFIG,
                         help="training config; the teachers' dimensions come from the shards (default: cpu.yaml)")
-    parser.add_argument("--corpus", type=Path, default=CORPUS, help="a corpus in the bundled corpus' layout, with "
-                                                                    "speakers.json (default: the bundled one)")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS,
+                        help="bundled: the synthetic voices shipped in jaxcodec/data/corpus (3 test speakers never "
+                             "trained on); real: three real voices from Debian's Asterisk packages, fetched with "
+                             "apt-get download (held-out utterances of each for validation and test); mixed: both; "
+                             "or a folder in the bundled corpus' layout, with speakers.json (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:

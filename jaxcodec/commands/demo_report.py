@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxcodec import atomic, audio
 from jaxcodec.eval.report import fmt_value, plot_spectrograms, pyplot, save_png
+from jaxcodec.train import monitor
 
 METRIC_ROWS = (("pesq", "PESQ-wb ↑", "{:.3f}"), ("stoi", "STOI ↑", "{:.3f}"),
                ("mel_distance", "mel distance ↓", "{:.3f}"), ("si_sdr", "SI-SDR (dB) ↑", "{:.2f}"))
@@ -43,6 +44,51 @@ def plot_curves(workdir: Path, path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+GUIDANCE = monitor.GUIDANCE
+
+
+def metric_rows(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def guidance_summary(workdir: Path) -> dict:
+    return monitor.guidance_summary(metric_rows(workdir))
+
+
+def plot_guidance(workdir: Path, path: Path) -> Path:
+    """Each guidance loss beside its floor (what a constant output reaches on the same batch), over steps."""
+    plt = pyplot()
+    train = [r for r in metric_rows(workdir) if "loss/total" in r and "loss/acoustic_floor" in r]
+    steps = [r["step"] for r in train]
+    fig, axes = plt.subplots(1, len(GUIDANCE), figsize=(12, 3.8))
+    for ax, name in zip(axes, GUIDANCE, strict=True):
+        ax.plot(steps, [r[f"loss/{name}"] for r in train], label=f"{name} loss", linewidth=1)
+        ax.plot(steps, [r[f"loss/{name}_floor"] for r in train], label="floor (constant output)", linewidth=1,
+                linestyle="--")
+        ax.set_title(f"{name} guidance and its floor")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def guidance_lines(guidance: dict) -> list[str]:
+    lines = [f"| guidance loss | median floor | loss / floor, last {monitor.LAST_INTERVALS} log steps |",
+             "|---|---|---|"]
+    for name in GUIDANCE:
+        row = guidance[name]
+        lines.append(f"| {name} | {fmt_value(row['median_floor'], '{:.3f}')} | "
+                     f"{fmt_value(row['last_ratio'], '{:.3f}')} |")
+    lines += ["", "A ratio below 1 means the loss is below what a constant output reaches on the same batches: the "
+              "guidance carries information about each example."]
+    if guidance["warnings"]:
+        lines += ["", "Warnings during training:", "", *[f"- {w}" for w in guidance["warnings"]]]
+    if guidance["diverged"]:
+        lines += ["", f"**Training diverged:** {guidance['diverged']}"]
+    return lines
 
 
 VALID_ROWS = (("valid_mel", "mel loss ↓", "{:.3f}"), ("valid_stoi", "STOI ↑", "{:.3f}"),
@@ -93,8 +139,27 @@ def _content_line(hubert: dict) -> str:
             + (f" — **{hubert['random_init']}**" if hubert.get("random_init") else " (pretrained)"))
 
 
+def score_table(scores: dict) -> list[str]:
+    lines = ["| metric | trained | untrained baseline |", "|---|---|---|"]
+    for key, label, pattern in METRIC_ROWS:
+        lines.append(f"| {label} | {fmt_value(scores['trained'].get(key), pattern)} | "
+                     f"{fmt_value(scores['untrained'].get(key), pattern)} |")
+    return lines
+
+
+CORPUS_TEXT = {
+    "bundled": "the bundled TTS corpus (flite and espeak-ng voices)",
+    "real": "the real-speech corpus (three professional voices of Debian's Asterisk packages, G.722 16 kHz)",
+    "mixed": "the bundled TTS corpus and the real-speech corpus (three voices of Debian's Asterisk packages)",
+}
+
+
 def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: dict, train_info: dict) -> Path:
+    from jaxcodec.data.shards import CONTENT, SPEAKER, by_role, describe_teachers
+
     curves = plot_curves(out / "workdir", out / "curves.png")
+    guidance = summary.get("guidance") or guidance_summary(out / "workdir")
+    guidance_png = plot_guidance(out / "workdir", out / "guidance.png")
     valid = validation_rows(out / "workdir")
     validation = plot_validation(valid, summary["trained_step"], out / "validation.png")
     clip = summary["clips"][0]
@@ -102,29 +167,35 @@ def render(out: Path, teachers: dict, provenance: dict, summary: dict, timings: 
             for name, suffix in (("original", "original"), ("reconstruction (trained)", "reconstruction"),
                                  ("reconstruction (untrained baseline)", "untrained"))}
     spectrogram = plot_spectrograms(wavs, audio.SAMPLE_RATE, out / "spectrogram.png")
-    hubert, acoustic = provenance["hubert"], provenance["ecapa"]
+    provenance = by_role(provenance)
+    content, speaker = provenance[CONTENT], provenance[SPEAKER]
     scores = summary["scores"]
     tokens = summary["tokens"]
+    corpus = summary.get("corpus", "bundled")
     lines = [
         "# jaxcodec demo report", "",
         f"The tiny codec (configs/cpu.yaml) at step {summary['trained_step']} (its checkpoint with the lowest "
-        f"validation mel loss) on the bundled TTS corpus, "
-        f"evaluated on {summary['test_utterances']} utterances of test speakers it never saw.", "",
+        f"validation mel loss), trained on {CORPUS_TEXT.get(corpus, f'the corpus in `{corpus}`')}, evaluated on "
+        f"{summary['test_utterances']} test utterances.", "",
         "## Teachers", "",
-        _content_line(hubert),
-        f"- Acoustic: `{acoustic.get('model')}` ({acoustic.get('dim')}-d)"
+        _content_line(content),
+        f"- Speaker: `{speaker.get('model')}` ({speaker.get('dim')}-d)"
         + (" — resemblyzer's pretrained GE2E speaker encoder, shipped in its PyPI package (ECAPA-TDNN stand-in)"
-           if acoustic.get("model") == "resemblyzer" else ""),
+           if speaker.get("model") == "resemblyzer" else "") + f"; {describe_teachers(provenance)['speaker']}",
         f"- Why: {teachers['why']}.", "",
-        "## Reconstruction on unseen test speakers", "",
-        "| metric | trained | untrained baseline |", "|---|---|---|",
     ]
-    for key, label, pattern in METRIC_ROWS:
-        lines.append(f"| {label} | {fmt_value(scores['trained'].get(key), pattern)} | "
-                     f"{fmt_value(scores['untrained'].get(key), pattern)} |")
+    for group, result in summary.get("groups", {}).items():
+        lines += [f"## Reconstruction: {group} ({result['utterances']} utterances)", "", *score_table(result["scores"]),
+                  "", f"PESQ scored {result['scores']['trained']['scored_pesq']} of {result['utterances']} clips.", ""]
+    if not summary.get("groups"):
+        lines += ["## Reconstruction on the test utterances", "", *score_table(scores), ""]
     lines += [
-        "", f"PESQ scored {scores['trained']['scored_pesq']} of {summary['test_utterances']} clips (a clip PESQ "
-        "cannot score is left out, not counted as a number). Mel distance: mean |Δ log10 mel|, 80 bands.", "",
+        "A clip PESQ cannot score is left out, not counted as a number. Mel distance: mean |Δ log10 mel|, 80 "
+        "bands.", "",
+        "## Guidance and its floor", "",
+        "Each guidance loss beside the value a constant output reaches on the same batch (`loss/semantic_floor`, "
+        "`loss/acoustic_floor` in metrics.jsonl):", "", f"![guidance and floors]({guidance_png.name})", "",
+        *guidance_lines(guidance), "",
         "## Training", "",
         f"Validation on the valid speakers' crops ({'PESQ-wb and STOI on 8 crops, ' if valid else ''}mel loss on "
         "all), from the untrained model (step 0) to the end:", "",

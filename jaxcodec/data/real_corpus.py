@@ -151,6 +151,14 @@ def screen(packages: Sequence[Package]) -> list[Clip]:
     return clips
 
 
+REAL_SPEAKERS = frozenset(str(voice.speaker) for voice in VOICES)
+
+
+def is_real_speaker(speaker) -> bool:
+    """Whether a manifest speaker id is one of this corpus' real voices (601-603)."""
+    return str(speaker) in REAL_SPEAKERS
+
+
 def split_of(utterance_id: str) -> str:
     """The fixed split: manifest.scan(split_by="utterance") with VALID_FRACTION and TEST_FRACTION computes the same."""
     return manifest.assign_split(utterance_id, VALID_FRACTION, TEST_FRACTION)

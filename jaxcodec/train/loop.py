@@ -430,8 +430,8 @@ def _stop_diverged(divergence: monitor_lib.Divergence, factor: float, checkpoint
     good = checkpointer.latest_step()
     where = (f"the last good checkpoint is step {good}" if good is not None
              else "no checkpoint was saved before it began")
-    moved = (f" (steps {', '.join(map(str, set_aside))} moved to {checkpointer.diverged_directory})"
-             if set_aside else "")
+    moved = (f" ({'steps' if len(set_aside) > 1 else 'step'} {', '.join(map(str, set_aside))} moved to "
+             f"{checkpointer.diverged_directory})" if set_aside else "")
     message = (f"{divergence.message(factor)}; stopped: {where}{moved}. Lower optim.learning_rate, "
                f"loss.lambda_acoustic or loss.lambda_semantic, or raise loss.acoustic_temperature, then run the "
                f"same command to resume")

@@ -20,6 +20,8 @@ import numpy as np
 
 from jaxcodec.config import Config
 
+GUIDANCE = ("semantic", "acoustic")  # the guidance losses, each logged beside its floor
+LAST_INTERVALS = 5  # the log steps at the end of a run whose loss-to-floor ratio `guidance_summary` reports
 FLOOR_RATIO = 0.95  # "within 5 % of its floor" (or above it): a guidance loss that has not left its floor
 WATCHED = ("loss/total", "grad_norm/generator")  # what grows by orders of magnitude in a diverging run
 ONSET_FACTOR = 10.0  # one order of magnitude over the reference: where a divergence is taken to have begun
@@ -128,3 +130,22 @@ class DivergenceMonitor:
                     watch.reference, watch.reference_steps = median, (watch.window_start, step)
                 watch.window, watch.window_start = [], None
         return None
+
+
+def guidance_summary(rows: list[dict]) -> dict:
+    """After a run, from its metrics.jsonl rows: per guidance loss, the median of its floor over the logged steps
+    and the mean loss / floor over the last LAST_INTERVALS logged steps (below 1: it learned more than a constant
+    output), with the warnings and the divergence the run logged."""
+    train = [r for r in rows if "loss/total" in r and "loss/acoustic_floor" in r]
+    summary: dict = {"warnings": [r["warning"] for r in rows if "warning" in r],
+                     "diverged": next((r["diverged"] for r in rows if "diverged" in r), None)}
+    last = train[-LAST_INTERVALS:]
+    for name in GUIDANCE:
+        floors = [r[f"loss/{name}_floor"] for r in train]
+        summary[name] = {
+            "median_floor": float(np.median(floors)) if floors else None,
+            "last_ratio": float(np.mean([r[f"loss/{name}"] / r[f"loss/{name}_floor"] for r in last])) if last else None,
+            "last_loss": float(np.mean([r[f"loss/{name}"] for r in last])) if last else None,
+            "last_floor": float(np.mean([r[f"loss/{name}_floor"] for r in last])) if last else None,
+        }
+    return summary

@@ -123,22 +123,6 @@ def test_straight_through_gradient_equals_gradient_wrt_quantized():
         np.testing.assert_allclose(np.asarray(grad_level), np.asarray(target), rtol=1e-6)
 
 
-def test_acoustic_input_is_the_sum_of_levels_2_on_with_one_straight_through_gradient():
-    from jaxcodec.models.codec import acoustic_input
-
-    q = make_rvq()
-    z = latents()
-    target = jax.random.normal(jax.random.key(6), z.shape)
-    out = q(z)
-    codes = np.asarray(out.codes_bqt)
-    embed = np.asarray(q.embed[...])
-    by_hand = sum(embed[level][codes[:, level]] for level in range(1, codes.shape[1]))  # Σ_{l≥2} q_l
-    np.testing.assert_allclose(np.asarray(acoustic_input(out.levels_qbtd)), by_hand, rtol=1e-5, atol=1e-6)
-    # d/dz of <acoustic_input, target> is the target once, not n_q − 1 times.
-    grad = jax.grad(lambda z: jnp.sum(acoustic_input(q(z).levels_qbtd) * target))(z)
-    np.testing.assert_allclose(np.asarray(grad), np.asarray(target), rtol=1e-6)
-
-
 def test_kmeans_matches_numpy():
     samples = np.random.default_rng(0).normal(size=(60, DIM)).astype(np.float32)
     weights = (np.arange(60) < 50).astype(np.float32)  # the last ten rows are padding

@@ -136,6 +136,21 @@ def test_end_to_end_records_equal_each_teacher_alone_and_bad_inputs_are_rejected
                                    rtol=2e-3)
     assert index["provenance"]["content"]["layer"] == HUBERT_LAYER
     assert index["provenance"]["content"]["weights_sha256"] == hubert.weights_sha256
+    # The random ECAPA-TDNN stand-in, calibrated at the merge: checked by hand from the stored embeddings.
+    calibration = index["provenance"]["speaker"]["calibration"]
+    train = [r for r in records.values() if r["split"] == "train"]
+    embeddings = np.stack([r["speaker_embedding"].astype(np.float64) for r in train])
+    speakers = np.array([r["speaker"] for r in train])
+    center = embeddings.mean(axis=0)
+    scale = np.sqrt(np.mean((embeddings - center) ** 2))
+    np.testing.assert_allclose(calibration["center"], center, rtol=1e-6, atol=1e-9)
+    assert calibration["scale"] == pytest.approx(scale, rel=1e-6)
+    logits = (embeddings - center) / (scale * calibration["temperature"])
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    kl = [np.sum(np.exp(log_p[i]) * (log_p[i] - log_p[j])) for i in range(len(train)) for j in range(len(train))
+          if speakers[i] != speakers[j]]
+    assert np.mean(kl) == pytest.approx(calibration["target_nats"], rel=1e-4)
+    assert calibration["calibrated"]["kl_between_speakers"] >= 0.5
 
 
 def test_twenty_minute_file_runs_in_bounded_windows(tmp_path, models, monkeypatch):

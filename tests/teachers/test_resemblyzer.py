@@ -47,12 +47,16 @@ def test_silence_and_short_inputs_still_give_an_embedding(teacher):
 
 
 def test_precompute_with_the_resemblyzer_teacher(tmp_path):
+    """Shards in the speaker role, and the calibration the merge records: resemblyzer's raw embeddings (unit norm,
+    non-negative) give a near-uniform softmax at τ = 1 and almost no KL between speakers; calibrated, the KL
+    between speakers is the target."""
     rows = []
-    for speaker in (101, 501):
-        path = CORPUS / str(speaker) / "1" / f"{speaker}-1-0000.flac"
-        info = sf.info(path)
-        rows.append({"id": path.stem, "path": str(path), "duration": info.duration, "frames": info.frames,
-                     "sample_rate": 16_000, "channels": 1, "speaker": str(speaker), "split": "train"})
+    for speaker in (101, 202, 501):
+        for utterance in (0, 1):
+            path = CORPUS / str(speaker) / "1" / f"{speaker}-1-{utterance:04d}.flac"
+            info = sf.info(path)
+            rows.append({"id": path.stem, "path": str(path), "duration": info.duration, "frames": info.frames,
+                         "sample_rate": 16_000, "channels": 1, "speaker": str(speaker), "split": "train"})
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     hubert = save_random_hubert(tmp_path / "hubert", size="tiny", seed=0)
@@ -60,10 +64,16 @@ def test_precompute_with_the_resemblyzer_teacher(tmp_path):
                                  speaker_teacher="resemblyzer", progress=False)
     precompute.run(options, log=lambda *_: None)
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
-    assert index["num_records"] == 2
+    assert index["num_records"] == 6
     acoustic = index["provenance"]["speaker"]
-    assert acoustic["model"] == "resemblyzer" and acoustic["dim"] == EMBEDDING_DIM
+    assert acoustic["model"] == "resemblyzer" and acoustic["dim"] == EMBEDDING_DIM and acoustic["name"] == "resemblyzer"
     assert index["fields"]["speaker_embedding"]["shape"] == [EMBEDDING_DIM]
+    calibration = acoustic["calibration"]
+    assert calibration["utterances"] == 6 and calibration["speakers"] == 3
+    raw, calibrated = calibration["raw"], calibration["calibrated"]
+    assert raw["uniform_entropy"] - raw["entropy"] < 0.01 and raw["kl_between_speakers"] < 0.02
+    assert calibrated["kl_between_speakers"] == pytest.approx(calibration["target_nats"], rel=1e-3)
+    assert calibrated["kl_between_speakers"] >= 0.5 and calibrated["entropy"] > 0.5 * calibrated["uniform_entropy"]
 
     with pytest.raises(precompute.TeacherLoadError, match="resemblyzer gives utterance embeddings only"):
         precompute.Teachers(precompute.Options(manifest=manifest, out=tmp_path / "x", hubert=str(hubert),
