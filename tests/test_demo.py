@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.train.micro import MICRO
@@ -46,10 +47,15 @@ def test_shortened_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert "phones from PocketSphinx, not HuBERT" in report  # the stand-in teacher is labelled
     assert "resemblyzer" in report
     assert "| untrained (step 0) |" in report and "| best (step " in report  # validation from step 0
-    for name in ("curves.png", "spectrogram.png", "validation.png"):
+    for name in ("curves.png", "spectrogram.png", "validation.png", "guidance.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trained_step"] == 4 and summary["test_utterances"] == 10
+    assert summary["corpus"] == str(corpus) and summary["groups"]["unseen synthetic speakers"]["utterances"] == 10
+    # Each guidance loss beside its floor, in the summary and the report.
+    for name in ("semantic", "acoustic"):
+        assert summary["guidance"][name]["median_floor"] > 0 and summary["guidance"][name]["last_ratio"] > 0
+    assert "## Guidance and its floor" in report and "| acoustic |" in report
     for model in ("trained", "untrained"):
         scores = summary["scores"][model]
         assert scores["mel_distance"] > 0 and scores["si_sdr"] is not None
@@ -96,3 +102,46 @@ def test_training_share_never_drops_below_its_minimum():
 
     assert demo.training_seconds(15, elapsed=60) == 15 * 60 - 60 - demo.EVAL_RESERVE_SECONDS
     assert demo.training_seconds(6, elapsed=300) == demo.MIN_TRAINING_SECONDS
+
+
+def test_demo_corpus_real_and_mixed_manifests_from_the_cached_packages(tmp_path, monkeypatch):
+    """`--corpus real` builds the real-speech corpus into OUT/real_corpus from the packages (here fake .deb files in
+    the cache folder; no apt-get, no network) and keeps its split: held-out utterances of each real speaker;
+    `--corpus mixed` adds the bundled voices. Test utterances are scored by group."""
+    from jaxcodec.commands import demo
+    from tests.data.test_real_corpus import write_debs
+
+    monkeypatch.setenv("JAXCODEC_DEB_CACHE", str(write_debs(tmp_path / "cache")))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-apt-get"))
+    real = demo.make_manifest("real", tmp_path / "real")
+    assert {e["speaker"] for e in real} == {"601", "602", "603"}
+    for speaker in ("601", "602", "603"):
+        assert {e["split"] for e in real if e["speaker"] == speaker} == {"train", "valid", "test"}
+    assert list(demo.test_groups(real)) == [demo.HELD_OUT_GROUP]
+    mixed = demo.make_manifest("mixed", tmp_path / "mixed")
+    groups = demo.test_groups(mixed)
+    assert list(groups) == [demo.UNSEEN_GROUP, demo.HELD_OUT_GROUP]
+    assert {e["speaker"] for e in groups[demo.UNSEEN_GROUP]} == {"501", "502", "503"}
+    assert len(mixed) == len(real) + 140 and (tmp_path / "mixed" / "real_corpus" / "corpus.json").is_file()
+
+
+def test_demo_corpus_real_without_its_packages_is_one_line(tmp_path, monkeypatch, capsys):
+    from jaxcodec.commands import main
+
+    monkeypatch.setenv("JAXCODEC_DEB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-apt-get"))  # as a machine without apt or without network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--corpus", "real"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the real-speech corpus cannot be built" in err and "apt-get" in err
+
+
+def test_a_demo_folder_refuses_another_corpus(tmp_path):
+    from jaxcodec.commands import demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    assert demo.check_corpus(out, "bundled") == "bundled"
+    assert demo.check_corpus(out, "bundled") == "bundled"  # a rerun continues
+    with pytest.raises(demo.DemoError, match="holds a demo of --corpus bundled; use another --out for --corpus real"):
+        demo.check_corpus(out, "real")

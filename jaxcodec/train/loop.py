@@ -66,8 +66,8 @@ def resolve_guidance(config: Config, provenance: dict, log=print) -> Config:
     speaker = describe_teachers(provenance)["speaker"]
     if lc.lambda_acoustic > 0 and config.model.acoustic_mode == "utterance":
         if calibration is not None:
-            log(f"speaker guidance: {speaker}; τ = {tau:.4g}"
-                + (" (loss.acoustic_temperature)" if lc.acoustic_temperature is not None else ""))
+            log(f"speaker guidance: {speaker}" + (f"; τ = {tau:.4g} from loss.acoustic_temperature"
+                                                  if lc.acoustic_temperature is not None else ""))
         elif lc.acoustic_standardize:
             log(f"warning: the shard set has no speaker-teacher calibration ({speaker}): the acoustic KL compares "
                 f"raw embeddings at τ = {tau:g}, which for a unit-norm teacher is uniform and teaches nothing; "

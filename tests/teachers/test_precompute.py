@@ -206,7 +206,7 @@ def test_other_teacher_settings_are_refused_on_an_existing_set(tmp_path, models)
     manifest_path = write_manifest(tmp_path / "manifest.jsonl", rows)
     out = tmp_path / "shards"
     precompute.run(options(manifest_path, out, models, num_shards=2, shard_index=0), log=lambda m: None)
-    with pytest.raises(shards.ShardError, match=r"different provenance \(hubert\)"):
+    with pytest.raises(shards.ShardError, match=r"different provenance \(content\)"):
         precompute.run(precompute.Options(manifest=manifest_path, out=out, hubert=models[0], hubert_layer="avg",
                                           ecapa=models[1], num_shards=2, shard_index=1, progress=False),
                        log=lambda m: None)

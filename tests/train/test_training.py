@@ -314,6 +314,35 @@ def test_minutes_stops_at_a_checkpoint_and_the_same_command_continues(tmp_path, 
     assert refused.returncode == 2 and "must be a positive number of minutes" in refused.stderr
 
 
+def test_a_diverging_run_stops_in_one_line_at_its_last_good_checkpoint(tmp_path, shard_dir, compile_cache):
+    """A run made to diverge (Adam at a learning rate of 0.3 with no gradient clipping: its loss and gradient norm
+    grow by orders of magnitude within a few steps) stops with one line naming the metric, its growth and the last
+    good checkpoint;
+    checkpoints saved after the growth began are set aside in checkpoints-diverged/, so the same command would
+    resume from the good one; metrics.jsonl records why it stopped."""
+    import re
+
+    workdir = tmp_path / "run"
+    command = train_command(write_config(tmp_path / "micro.yaml"), shard_dir, workdir, "optim.learning_rate=0.3",
+                            "optim.grad_clip=0", "train.num_steps=40", "train.checkpoint_every=1",
+                            "train.log_every=5", "train.eval_every=0", "train.disc_warmup_steps=1000")
+    done = subprocess.run(command, env=subprocess_env(compile_cache, devices=1), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("jaxcodec train: error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert re.search(r"training diverged: (loss/total|grad_norm/generator) reached", errors[0]), errors[0]
+    onset = int(re.search(r"growing since step (\d+)", errors[0]).group(1))
+    good = int(re.search(r"the last good checkpoint is step (\d+)", errors[0]).group(1))
+    kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    set_aside = sorted(int(p.name) for p in (workdir / "checkpoints-diverged").iterdir())
+    # Checkpoint N holds the state after N steps, the state whose loss step N's metrics report: the checkpoints
+    # from the onset on are set aside, and the growth is found one step late, so there is at least one.
+    assert kept[-1] == good < onset <= min(set_aside) and set_aside[-1] > onset
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["diverged"] == errors[0].removeprefix("jaxcodec train: error: ")
+
+
 def test_the_workdir_records_its_teachers(straight_run, shard_dir):
     """teachers.json: the shard set's provenance, so a later `jaxcodec eval` report names the teachers."""
     saved = json.loads((straight_run / "teachers.json").read_text())
