@@ -1,4 +1,4 @@
-"""The acoustic teacher: speechbrain's ECAPA-TDNN speaker encoder (hub model `speechbrain/spkrec-ecapa-voxceleb`).
+"""A speaker teacher: speechbrain's ECAPA-TDNN speaker encoder (hub model `speechbrain/spkrec-ecapa-voxceleb`).
 
 Gives one 192-d utterance embedding per file (the acoustic-guidance target) and, optionally, frame-level features
 (the MFA layer) pooled onto the codec's 50 Hz grid.
@@ -78,7 +78,7 @@ SIZES = {
     # Same structure, small widths (Res2Net scale 8 needs channels divisible by 8), same 192-d embedding.
     "tiny": EcapaSize(channels=(32, 32, 32, 32, 96), attention_channels=16, speakers=16),
 }
-EMBEDDING_DIM = 192  # lin_neurons of the hub model; shards store `ecapa` [192]
+EMBEDDING_DIM = 192  # lin_neurons of the hub model; shards store `speaker_embedding` [192]
 # What the hub's hyperparams.yaml fixes and a checkpoint's tensor shapes do not show (the weights-only load builds
 # the model from these): per-layer kernel sizes and dilations of ECAPA_TDNN.
 HUB_KERNEL_SIZES = (5, 3, 3, 3, 1)

@@ -1,4 +1,4 @@
-"""An offline acoustic teacher: resemblyzer's pretrained speaker encoder (GE2E, 3-layer LSTM, 256-d), whose
+"""An offline speaker teacher: resemblyzer's pretrained speaker encoder (GE2E, 3-layer LSTM, 256-d), whose
 weights ship inside the `resemblyzer` PyPI package, so it works on a machine with no model hub.
 
 `--speaker-teacher resemblyzer` puts it in ECAPA-TDNN's role: its utterance embedding fills the shards' `speaker`

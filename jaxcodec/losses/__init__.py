@@ -1,7 +1,7 @@
 """The codec's training losses, as pure functions of jnp arrays returning float32 scalars, by idea:
 `reconstruction` (waveform L1, multi-scale mel), `adversarial` (discriminator, generator, feature matching),
-`distillation` (semantic and acoustic teacher losses), `balancer` (EnCodec's gradient balancer) and `masking`
-(the masked mean they share: masks are 1.0 for real samples/frames and 0.0 for padding).
+`distillation` (the semantic and acoustic guidance losses and their floors), `balancer` (EnCodec's gradient
+balancer) and `masking` (the masked means they share: masks are 1.0 for real samples/frames and 0.0 for padding).
 
 Sources: EnCodec (arXiv 2210.13438; facebookresearch/encodec encodec/balancer.py; facebookresearch/audiocraft
 audiocraft/adversarial/losses.py), HiFi-GAN (arXiv 2010.05646; the same functions copied in ZhangXInFD/

@@ -125,7 +125,7 @@ def test_require_names_the_mismatch(tmp_path):
     write_set(tmp_path)
     reader = shards.ShardReader(tmp_path)
     reader.require(shards.Requirement(sample_rate=16_000, content_layer="9", content_dim=8, speaker_frames=False))
-    with pytest.raises(shards.ShardError, match="content teacher layer is '9' in the shards but the config needs 'avg'"):
+    with pytest.raises(shards.ShardError, match="content teacher layer is '9' in the shards but the config needs"):
         reader.require(shards.Requirement(content_layer="avg"))
     with pytest.raises(shards.ShardError, match="content teacher dimension is 8"):
         reader.require(shards.Requirement(content_dim=768))

@@ -21,7 +21,7 @@ import pytest
 
 from jaxcodec import config as config_lib
 from jaxcodec import quality
-from jaxcodec.train import loop, sharding
+from jaxcodec.train import loop, reports, sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
 from jaxcodec.train.checkpoint import Checkpointer
@@ -524,9 +524,9 @@ def test_resume_drops_a_cut_last_metrics_line_and_names_a_bad_one(tmp_path):
     good = [json.dumps({"step": 0, "loss/total": 1.0}), json.dumps({"step": 1, "loss/total": 0.9})]
     path.write_text("\n".join(good) + '\n{"step": 2, "loss/tot')
     logged = []
-    loop._Logs(tmp_path, 2, logged.append).close()
+    reports.Logs(tmp_path, 2, logged.append).close()
     assert logged == [f"warning: {path}: line 3 is incomplete (a run stopped while writing it); dropped"]
     assert path.read_text() == "\n".join(good) + "\n"
     path.write_text(good[0] + "\n{oops\n" + good[1] + "\n")
     with pytest.raises(loop.TrainingError, match=rf"{path}: line 2 is not a JSON object"):
-        loop._Logs(tmp_path, 2, logged.append)
+        reports.Logs(tmp_path, 2, logged.append)
