@@ -32,17 +32,26 @@ class SemanticHead(nnx.Module):
         return level1_btd if self.proj is None else self.proj(level1_btd)
 
 
-# Keeps the standardisation finite for an all-zero input (one RVQ level, or a batch of silence).
+# The variance floor of the standardisation, as a fraction of the input's mean square: it amplifies the spread
+# of the batch at most 1/√RELATIVE_VARIANCE_FLOOR = 100× relative to the input's scale. Without it a batch whose
+# frames all took one code on levels 2..n_q (an untrained codebook does this) has a spread of float noise (~1e-7
+# of its scale, measured), and dividing by that spread makes the noise the aligner's input: on 1 and 8 devices
+# the acoustic loss then differed by 0.3 % at step 0 (tests/train/test_training.py, mesh comparison).
+RELATIVE_VARIANCE_FLOOR = 1e-4
+# Keeps it finite for an all-zero input (one RVQ level, or a batch of silence).
 STANDARDISE_EPS = 1e-12
 
 
 def standardise_over_batch(x_btd: jax.Array, valid_bt: jax.Array) -> jax.Array:
     """x minus its per-channel mean over the real frames of the batch, divided by the root mean square of the
-    result over those frames and all channels; padded frames are zero."""
+    result over those frames and all channels (floored at RELATIVE_VARIANCE_FLOOR of x's mean square); padded
+    frames are zero."""
     weights = valid_bt.astype(x_btd.dtype)[..., None]
-    count = jnp.maximum(jnp.sum(weights), 1.0)
-    centred = (x_btd - jnp.sum(x_btd * weights, axis=(0, 1), keepdims=True) / count) * weights
-    return centred / jnp.sqrt(jnp.sum(centred * centred) / (count * x_btd.shape[-1]) + STANDARDISE_EPS)
+    frames = jnp.maximum(jnp.sum(weights), 1.0)
+    centred = (x_btd - jnp.sum(x_btd * weights, axis=(0, 1), keepdims=True) / frames) * weights
+    variance = jnp.sum(centred * centred) / (frames * x_btd.shape[-1])
+    mean_square = jnp.sum(x_btd * x_btd * weights) / (frames * x_btd.shape[-1])
+    return centred / jnp.sqrt(variance + RELATIVE_VARIANCE_FLOOR * mean_square + STANDARDISE_EPS)
 
 
 class AcousticAligner(nnx.Module):

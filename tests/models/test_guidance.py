@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxcodec import config as config_lib
 from jaxcodec.models import guidance
-from jaxcodec.models.aligner import AcousticAligner, standardise_over_batch
+from jaxcodec.models.aligner import RELATIVE_VARIANCE_FLOOR, AcousticAligner, standardise_over_batch
 from tests.models.test_quantizer import latents, make_rvq
 
 CODEBOOK_SIZE = 16  # make_rvq's
@@ -66,10 +66,40 @@ def test_standardise_over_batch_by_hand_and_ignores_padding():
     valid[1, 3:] = False
     x[1, 3:] = 1e6  # padding must not count
     out = np.asarray(standardise_over_batch(jnp.asarray(x), jnp.asarray(valid)))
-    real = x[valid]
+    real = x[valid].astype(np.float64)
     centred = real - real.mean(axis=0)
-    np.testing.assert_allclose(out[valid], centred / np.sqrt(np.mean(centred**2)), rtol=1e-5, atol=1e-6)
+    floor = RELATIVE_VARIANCE_FLOOR * np.mean(real**2)
+    np.testing.assert_allclose(out[valid], centred / np.sqrt(np.mean(centred**2) + floor), rtol=1e-5, atol=1e-6)
     assert np.all(out[~valid] == 0)
+
+
+def test_standardise_does_not_amplify_float_noise_of_a_batch_on_one_code():
+    """Every frame on one code of levels 2..n_q: the spread is float noise (1e-7 of the scale), and the output
+    must stay near zero rather than become unit-scale noise (what made 1 and 8 devices disagree)."""
+    rng = np.random.default_rng(1)
+    code = rng.normal(size=4).astype(np.float32)
+    x = code + 1e-7 * rng.normal(size=(3, 6, 4)).astype(np.float32)
+    out = np.asarray(standardise_over_batch(jnp.asarray(x), jnp.ones((3, 6), bool)))
+    assert np.sqrt(np.mean(out**2)) < 1e-4
+    spread = code + 0.5 * rng.normal(size=(3, 6, 4)).astype(np.float32)  # a real spread is standardised
+    out = np.asarray(standardise_over_batch(jnp.asarray(spread), jnp.ones((3, 6), bool)))
+    assert abs(np.sqrt(np.mean(out**2)) - 1) < 1e-3
+
+
+def test_standardise_over_a_batch_sharded_over_8_devices_equals_one_device():
+    """The statistics are over the global batch: the batch split over the mesh's data axis gives what one device
+    gives, to float reduction order."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.3, 0.5, size=(8, 6, 4)).astype(np.float32)
+    valid = rng.random((8, 6)) > 0.2
+    single = np.asarray(jax.jit(standardise_over_batch)(jnp.asarray(x), jnp.asarray(valid)))
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    by_example = NamedSharding(mesh, PartitionSpec("data"))
+    sharded = jax.jit(standardise_over_batch, in_shardings=(by_example, by_example))(
+        jax.device_put(x, by_example), jax.device_put(valid, by_example))
+    np.testing.assert_allclose(np.asarray(sharded), single, rtol=1e-5, atol=1e-6)
 
 
 def test_aligner_with_input_norm_ignores_an_offset_and_a_scale_of_its_input():
