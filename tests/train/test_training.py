@@ -328,13 +328,18 @@ def test_a_diverging_run_stops_in_one_line_at_its_last_good_checkpoint(tmp_path,
     grow by orders of magnitude within a few steps) stops with one line naming the metric, its growth and the last
     good checkpoint;
     checkpoints saved after the growth began are set aside in checkpoints-diverged/, so the same command would
-    resume from the good one; metrics.jsonl records why it stopped."""
+    resume from the good one; metrics.jsonl records why it stopped.
+
+    Logged every step, so the reference is the lowest single step after the warm-up: the loss reaches 630-730×
+    it by step 3-4 (train.seed 0 and 1, measured). With 5-step intervals the first interval's median can hold the
+    spike itself, and whether the run recovers afterwards depends on the trajectory's details (a change of the
+    aligner's input scaling made it recover at step 10)."""
     import re
 
     workdir = tmp_path / "run"
     command = train_command(write_config(tmp_path / "micro.yaml"), shard_dir, workdir, "optim.learning_rate=0.3",
                             "optim.grad_clip=0", "train.num_steps=40", "train.checkpoint_every=1",
-                            "train.log_every=5", "train.eval_every=0", "train.disc_warmup_steps=1000")
+                            "train.log_every=1", "train.eval_every=0", "train.disc_warmup_steps=1000")
     done = subprocess.run(command, env=subprocess_env(compile_cache, devices=1), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 2, done.stderr[-3000:]
