@@ -145,3 +145,21 @@ def test_a_demo_folder_refuses_another_corpus(tmp_path):
     assert demo.check_corpus(out, "bundled") == "bundled"  # a rerun continues
     with pytest.raises(demo.DemoError, match="holds a demo of --corpus bundled; use another --out for --corpus real"):
         demo.check_corpus(out, "real")
+
+
+def test_test_groups_cap_each_group_evenly_over_its_speakers():
+    """The demo scores at most TEST_UTTERANCES_PER_GROUP of each group, spread by id so every speaker keeps its
+    share (141 held-out real utterances of 3 voices → 30, 10 per voice; the 30 synthetic ones all stay)."""
+    from jaxcodec.commands import demo
+
+    entries = ([{"id": f"60{s}-1-{i:04d}", "speaker": f"60{s}", "split": "test"} for s in (1, 2, 3)
+                for i in range(47)]
+               + [{"id": f"50{s}-1-{i:04d}", "speaker": f"50{s}", "split": "test"} for s in (1, 2, 3)
+                  for i in range(10)]
+               + [{"id": "101-1-0000", "speaker": "101", "split": "train"}])
+    groups = demo.test_groups(entries)
+    real, synthetic = groups[demo.HELD_OUT_GROUP], groups[demo.UNSEEN_GROUP]
+    assert len(real) == demo.TEST_UTTERANCES_PER_GROUP == 30 and len({e["id"] for e in real}) == 30
+    assert sorted(sum(e["speaker"] == s for e in real) for s in ("601", "602", "603")) == [10, 10, 10]
+    assert len(synthetic) == 30 and all(e["split"] == "test" for e in real + synthetic)
+    assert demo.test_groups(list(reversed(entries))) == groups  # by id, not by manifest order
