@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from jaxcodec.stopping import DEFAULT_STOP_SIGNALS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +166,9 @@ class TrainConfig:
     # ("nothing", or "dots": conv and matmul outputs). bench/NOTES.md has memory and step time of each setting.
     remat: Literal["none", "seanet", "disc", "both"] = "none"
     remat_policy: Literal["nothing", "dots"] = "nothing"
+    # Signals that stop the run at the next step boundary with a checkpoint (jaxcodec/stopping.py): a scheduler's
+    # preemption notice (SIGTERM), Ctrl-C, SLURM's `--signal` (SIGUSR1 in its examples). A second one exits at once.
+    stop_signals: tuple[str, ...] = DEFAULT_STOP_SIGNALS
 
     def remat_policy_of(self, part: Literal["seanet", "disc"]) -> str | None:
         """The policy `part` is rematerialised under, or None when `remat` leaves it alone."""
@@ -360,6 +366,10 @@ def _mesh_axis(v) -> bool:  # a device count, or -1 for "the remaining devices"
     return v == -1 or v >= 1
 
 
+def _signal_name(v: str) -> bool:
+    return v in signal.Signals.__members__ and v not in ("SIGKILL", "SIGSTOP")  # those two cannot be handled
+
+
 _AT_LEAST_1 = (_positive_int, "an integer ≥ 1")
 _AT_LEAST_0 = (_non_negative_int, "an integer ≥ 0")
 _NON_NEGATIVE = (_finite_non_negative, "a finite number ≥ 0")
@@ -399,6 +409,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "train.max_consecutive_skips": _AT_LEAST_1,
     "train.floor_check_after": _AT_LEAST_0, "train.divergence_factor": _DIVERGENCE,
     "train.keep_checkpoints": _AT_LEAST_1,
+    "train.stop_signals": (_signal_name, "a signal name such as SIGTERM, SIGINT, SIGUSR1 or SIGUSR2"),
     "mesh.shape": (_mesh_axis, "a device count ≥ 1, or -1 for the remaining devices"),
     "mesh.fsdp_min_size": _AT_LEAST_0,
 }

@@ -43,7 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 COMPILING_COMMANDS = ("train", "demo", "eval", "encode", "decode", "resynth", "tokenize")
 
 
+# What running a stopped command again does (README: Failure behaviour).
+RERUN = "nothing was left half-written; run the same command again"
+STOP_RERUN = {
+    "precompute": "the finished shards are kept; run the same command to continue with the rest",
+    "tokenize": "the finished shards are kept; run the same command to continue with the rest",
+    "train": "run the same command to continue from the last checkpoint",
+    "demo": "run the same command to continue (finished stages are kept; training resumes from its checkpoint)",
+    "eval": "its report is written only at the end; run the same command to evaluate again",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from jaxcodec import stopping
     from jaxcodec.config import ConfigError
     from jaxcodec.data.manifest import ManifestError
     from jaxcodec.data.shards import ShardError
@@ -56,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
         compile_cache.enable()
     try:
-        return args.func(args)
+        # A stop signal ends any command with one line and STOPPED_EXIT_STATUS; training handles them itself, at a
+        # step boundary with a checkpoint (jaxcodec/stopping.py), and the others unwind through their cleanup.
+        with stopping.raising_on_stop_signals():
+            return args.func(args)
+    except stopping.Stopped as stop:
+        print(f"jaxcodec {args.command}: stopped by {stop.signal_name}; {STOP_RERUN.get(args.command, RERUN)}",
+              file=sys.stderr)
+        return stopping.STOPPED_EXIT_STATUS
     except ConfigError as err:
         print(f"jaxcodec: config error: {err}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcodec import atomic, audio, python_child
+from jaxcodec import atomic, audio, python_child, stopping
 from jaxcodec.data import manifest as manifest_lib
 
 HELP = ("the whole pipeline on the bundled corpus, on CPU, in minutes: manifest → teachers → training → "
@@ -231,7 +231,10 @@ def train(shards: Path, out: Path, config, budget_seconds: float) -> dict:
     from jaxcodec.train import loop
 
     _log(f"training for up to {config.train.num_steps} steps or {budget_seconds / 60:.1f} min")
-    return loop.train(config, shards, out / "workdir", log=_log, time_budget=budget_seconds)
+    last = loop.train(config, shards, out / "workdir", log=_log, time_budget=budget_seconds)
+    if last.get("stopped_by"):  # a stop signal: the checkpoint is saved; the demo stops here and resumes there
+        raise stopping.Stopped(last["stopped_by"])
+    return last
 
 
 # --- 4-5. evaluation and tokens ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcodec import atomic, audio, losses, output_lock, quality
+from jaxcodec import atomic, audio, losses, output_lock, quality, stopping
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
@@ -177,7 +177,8 @@ def train(config: Config, data: str | Path, workdir: str | Path, log=print, time
         try:
             check_data(workdir, reader, resuming=checkpointer.latest_step() is not None, allow_new=allow_new_data,
                        log=log)
-            return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline, entered)
+            with stopping.StopAtBoundary(config.train.stop_signals, processes=jax.process_count(), log=log) as stop:
+                return _run(config, reader, workdir, mesh, checkpointer, has_valid, log, deadline, entered, stop)
         finally:
             checkpointer.close()
 
@@ -213,7 +214,7 @@ def check_data(workdir: Path, reader: ShardReader, resuming: bool, allow_new: bo
 
 
 def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer: Checkpointer, has_valid: bool,
-         log, deadline: float | None = None, entered: float | None = None) -> dict:
+         log, deadline: float | None, entered: float | None, stop: stopping.StopAtBoundary) -> dict:
     tc = config.train
     batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(config.mesh))
     start = checkpointer.latest_step()
@@ -274,23 +275,34 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             done = step + 1
             # Every process must agree to stop at the same step (they all checkpoint it): process 0 decides.
             out_of_time = deadline is not None and _agreed(time.monotonic() > deadline)
-            last_step = done == tc.num_steps or out_of_time
-            validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or last_step)
+            stopped = stop.agreed(done)  # a stop signal: checkpoint this step and go, without validating
+            last_step = done == tc.num_steps or out_of_time or stopped
+            validating = has_valid and tc.eval_every > 0 and (done % tc.eval_every == 0 or (last_step and not stopped))
             if validating:  # report this step first, so the log stays in step order
                 last = reporter.report(pending, state)
                 pending = None
             scores = _validate_and_log(eval_fn, state, reader, config, mesh, done, workdir, logs) if validating else {}
+            if stopped and done < tc.num_steps:
+                logs.log(f"{stop.requested}: stopping at step {done}, saving its checkpoint (a second signal exits "
+                         f"at once and keeps the previous checkpoint)")
             if done % tc.checkpoint_every == 0 or last_step:
                 checkpointer.save(done, state, data_iterator=iterator, config=config_lib.to_dict(config),
                                   metrics=scores or None)
+            if stopped and done < tc.num_steps:
+                break
             if out_of_time and done < tc.num_steps:
                 logs.log(f"time budget spent: stopped at step {done} of {tc.num_steps} (checkpointed; rerun to "
                          f"continue)")
                 break
         if pending is not None:
             last = reporter.report(pending, state, final=True)
-        last = {**last, "stopped_early": bool(out_of_time and done < tc.num_steps)} if start < tc.num_steps else last
+        if start < tc.num_steps:
+            last = {**last, "stopped_early": bool((out_of_time or stopped) and done < tc.num_steps)}
         checkpointer.wait()
+        if start < tc.num_steps and stopped and done < tc.num_steps:
+            last["stopped_by"] = stop.requested
+            logs.log(f"stopped by {stop.requested} at step {done} (checkpoint saved); run the same command to "
+                     f"continue")
     except reports.Diverged as stop:
         raise reports.stop_diverged(stop.divergence, tc.divergence_factor, checkpointer, logs) from None
     finally:
@@ -322,9 +334,9 @@ def main(args) -> int:
     config = config_lib.load(args.config, args.overrides)
     try:
         minutes = getattr(args, "minutes", None)
-        train(config, args.data, args.workdir, time_budget=None if minutes is None else minutes * 60,
-              allow_new_data=getattr(args, "allow_new_data", False))
-        return 0
+        last = train(config, args.data, args.workdir, time_budget=None if minutes is None else minutes * 60,
+                     allow_new_data=getattr(args, "allow_new_data", False))
+        return stopping.STOPPED_EXIT_STATUS if last.get("stopped_by") else 0
     except (TrainingError, ShardError, CheckpointError, ValueError) as err:
         print(f"jaxcodec train: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -301,6 +301,100 @@ def test_a_short_run_learns(straight_run):
     assert max(max(row["codebook/used_codes_q"]) for row in last_third) >= 4
 
 
+def finalized_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def wait_for_logged_step(workdir: Path, proc: subprocess.Popen, step: int, timeout: float = KILL_DEADLINE_SECONDS):
+    """Waits until metrics.jsonl has step `step`'s training row (written one step late, so the child is past it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if step in losses_by_step(workdir) if (workdir / "metrics.jsonl").exists() else False:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"step {step} not logged within {timeout} s (exit status {proc.poll()})")
+
+
+def test_sigterm_stops_at_the_next_step_with_a_checkpoint_and_the_rerun_continues_exactly(
+        tmp_path, shard_dir, compile_cache, straight_run):
+    """A preemption notice: SIGTERM at a random step after step 5, with no checkpoint due before the end. The run
+    finishes the step in flight, checkpoints it, says so in one line and exits with STOPPED_EXIT_STATUS; the same
+    command resumes from that step onto the straight run's trajectory, bitwise."""
+    import yaml
+
+    from jaxcodec import stopping
+
+    config = json.loads(json.dumps(MICRO))
+    config["train"]["checkpoint_every"] = 1000
+    config_path = tmp_path / "micro.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    command = train_command(config_path, shard_dir, workdir)
+    signal_after = int(np.random.default_rng(25).integers(5, 9))  # a step in 5..8, fixed by the seed
+    with open(tmp_path / "stopped.stdout", "wb") as stdout:
+        proc = subprocess.Popen(command, env=subprocess_env(compile_cache, PYTHONUNBUFFERED=1), stdout=stdout,
+                                stderr=subprocess.STDOUT)
+        wait_for_logged_step(workdir, proc, signal_after)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    seconds = time.monotonic() - signalled
+    out = (tmp_path / "stopped.stdout").read_text()
+    assert proc.returncode == stopping.STOPPED_EXIT_STATUS, out[-3000:]
+    [stopped_at] = finalized_steps(workdir)
+    # Row `signal_after` is written after step signal_after + 1 was dispatched: the stop comes at most one step on.
+    assert signal_after < stopped_at <= signal_after + 3, (signal_after, stopped_at)
+    assert out.splitlines()[-1] == (f"stopped by SIGTERM at step {stopped_at} (checkpoint saved); run the same "
+                                    f"command to continue"), out[-2000:]
+    print(f"SIGTERM after step {signal_after} was logged: stopped at step {stopped_at}, {seconds:.1f} s later")
+
+    resumed = subprocess.run(command, env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {stopped_at}" in resumed.stdout
+    straight, again = restore_final(straight_run), restore_final(workdir)
+    for part in ("codec", "disc", "gen_opt", "disc_opt", "step", "rng", "skipped"):
+        for x, y in zip(jax.tree.leaves(straight[part]), jax.tree.leaves(again[part]), strict=True):
+            np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=part)
+    assert losses_by_step(workdir) == losses_by_step(straight_run)
+
+
+def test_a_second_sigint_during_the_save_exits_at_once_and_keeps_the_previous_checkpoint(
+        tmp_path, shard_dir, compile_cache):
+    """Ctrl-C twice: the first asks for a checkpoint at the next step, the second (sent as soon as the run says it
+    is saving) ends the process at once. The save in flight never becomes a finalized step; the same command
+    resumes from the checkpoint before it."""
+    import yaml
+
+    config = json.loads(json.dumps(MICRO))
+    config["train"]["checkpoint_every"] = 4
+    config_path = tmp_path / "micro.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    command = train_command(config_path, shard_dir, workdir)
+    proc = subprocess.Popen(command, env=subprocess_env(compile_cache, PYTHONUNBUFFERED=1), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_logged_step(workdir, proc, 5)  # past checkpoint 4
+        proc.send_signal(signal.SIGINT)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "saving its checkpoint" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == -signal.SIGINT, out[-3000:]  # ended by the signal itself, not by an exit
+    stopping_at = int(next(line for line in lines if "saving its checkpoint" in line).split("step ")[1].split(",")[0])
+    assert finalized_steps(workdir) == [4], (finalized_steps(workdir), stopping_at)
+    resumed = subprocess.run(command, env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step 4" in resumed.stdout
+    assert finalized_steps(workdir)[-1] == STEPS
+
+
 def test_minutes_stops_at_a_checkpoint_and_the_same_command_continues(tmp_path, shard_dir, compile_cache,
                                                                       straight_run):
     """`--minutes M`: past M minutes the run validates and checkpoints the step it reached and exits 0; the same
