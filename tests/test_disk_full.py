@@ -7,6 +7,7 @@ tests/teachers/test_precompute.py, tests/train/test_checkpoint.py, tests/train/t
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -56,10 +57,11 @@ def tokenize_command(exported, corpus, tmp_path_factory):  # noqa: F811
     return command, clean_out
 
 
-def assert_stopped_cleanly_and_the_rerun_completes(command: list[str], out: Path, clean_out: Path, err: str):
+def assert_stopped_cleanly_and_the_rerun_completes(command: list[str], out: Path, clean_out: Path, err: str,
+                                                   reason: tuple[str, ...] = ("too large", "No space")):
     # One line from jaxcodec (the child may also warn that jax could not write its compilation cache).
-    lines = [line for line in err.strip().splitlines() if line.startswith("jaxcodec tokenize: error: ")]
-    assert len(lines) == 1 and ("too large" in lines[0] or "No space" in lines[0]) and "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("jaxcodec tokenize: ")]
+    assert len(lines) == 1 and any(r in lines[0] for r in reason) and "Traceback" not in err, err
     assert not (out / shards.INDEX_NAME).exists()
     for part in out.glob("shard-*.json"):  # whatever was committed is whole
         shard = json.loads(part.read_text())
@@ -110,6 +112,32 @@ def test_tokenize_on_a_disk_that_fills_later_stops_cleanly_and_the_rerun_complet
     err = capsys.readouterr().err
     assert full_at in err, err
     assert_stopped_cleanly_and_the_rerun_completes(command, out, clean_out, err)
+
+
+def test_tokenize_stopped_by_sigterm_keeps_its_finished_shards_and_the_rerun_completes(tokenize_command, tmp_path,
+                                                                                       capsys, monkeypatch):
+    """A stop signal (here SIGTERM to itself as the second shard's part file is about to be written) ends the
+    command with one line and STOPPED_EXIT_STATUS; nothing half-written is visible and the rerun completes."""
+    from jaxcodec import stopping
+
+    command, clean_out = tokenize_command
+    out = tmp_path / "tokens"
+    write_json = atomic.write_json
+
+    def signalled(path, payload):
+        if Path(path).name == "shard-00001-of-00003.json":
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode, before the write
+        write_json(path, payload)
+
+    monkeypatch.setattr(atomic, "write_json", signalled)
+    capsys.readouterr()
+    assert main([*command, "--out", str(out)]) == stopping.STOPPED_EXIT_STATUS
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone with it
+    assert (out / "shard-00000-of-00003.json").exists() and not (out / "shard-00001-of-00003.json").exists()
+    assert_stopped_cleanly_and_the_rerun_completes(command, out, clean_out, err,
+                                                   ("stopped by SIGTERM; the finished shards are kept",))
 
 
 _SAVE_TWICE = textwrap.dedent("""

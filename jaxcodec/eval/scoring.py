@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import signal
 from collections.abc import Iterator
 
 from jaxcodec import audio
@@ -70,6 +71,15 @@ def score_groups(jobs: list[dict], workers: int, use_pocketsphinx: bool
         yield from map(score_group, jobs)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init,
-                                                initargs=(use_pocketsphinx,)) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                  initargs=(use_pocketsphinx,))
+    try:
         yield from pool.map(score_group, jobs)
+    finally:  # stopped (a signal, an error): the queued groups are dropped, not scored before the pool ends
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_init(use_pocketsphinx: bool) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides (jaxcodec/stopping.py) and ends the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init(use_pocketsphinx)

@@ -494,20 +494,41 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def multihost_run(tmp_path_factory, shard_dir, compile_cache) -> Path:
     """The pinned run as 2 processes × 4 CPU devices joined by jax.distributed (gloo collectives, coordinator
-    on localhost), through the CLI."""
+    on localhost), through the CLI, in two sittings: SIGTERM to process 1 alone, as soon as it is up, stops both
+    processes at the same step with a checkpoint (JAX's preemption sync point); the same commands then finish it."""
     import yaml
+
+    from jaxcodec import stopping
 
     root = tmp_path_factory.mktemp("multihost")
     config_path = root / "pinned.yaml"
     config_path.write_text(yaml.safe_dump(config_lib.to_dict(pinned_config())))
-    port = free_port()
-    procs = [subprocess.Popen(train_command(config_path, shard_dir, root / "run"),
-                              env=subprocess_env(compile_cache, devices=4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                                                 JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    def start(port: int) -> list[subprocess.Popen]:
+        return [subprocess.Popen(train_command(config_path, shard_dir, root / "run"),
+                                 env=subprocess_env(compile_cache, devices=4, PYTHONUNBUFFERED=1,
+                                                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                                    JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    procs = start(free_port())
+    first_line = procs[1].stdout.readline()  # printed after jax.distributed is up (and its SIGTERM notifier)
+    procs[1].send_signal(signal.SIGTERM)
     outputs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    statuses = [p.returncode for p in procs]
+    assert statuses == [stopping.STOPPED_EXIT_STATUS] * 2, (first_line, statuses, [e[-3000:] for _, e in outputs])
+    stopped = [line for line in outputs[0][0].splitlines() if line.startswith("stopped by")]
+    assert len(stopped) == 1 and "(checkpoint saved); run the same command to continue" in stopped[0], outputs[0][0]
+    stopped_at = int(stopped[0].split(" at step ")[1].split()[0])
+    assert finalized_steps(root / "run") == [stopped_at] and 0 < stopped_at < PINNED_STEPS, stopped[0]
+    # Both processes saved that step (orbax keeps one data-iterator state per process).
+    data_files = sorted(p.name for p in (root / "run" / "checkpoints" / str(stopped_at)).rglob("process_*.json"))
+    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"], data_files
+
+    procs = start(free_port())
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [(out[-1500:], err[-3000:]) for out, err in outputs]
+    assert f"resumed from step {stopped_at}" in outputs[0][0], outputs[0][0]
     return root / "run"
 
 
