@@ -1,5 +1,7 @@
-"""A training workdir as the library reads it: the checkpoint format's names, and the codec restored from a
-checkpoint step (or from a file written by `jaxcodec export`) without the rest of the training state.
+"""A training workdir as the library reads it: the name of every file in it, one tolerant reader of its
+metrics.jsonl (the loop, the demo report and the scripts read it through `read_metrics`), the checkpoint format's
+names, and the codec restored from a checkpoint step (or from a file written by `jaxcodec export`) without the
+rest of the training state.
 
 A workdir W holds `checkpoints/`, one orbax step folder per saved step with the items
   state    the training pytree; the codec is its subtree `codec/params/...` and `codec/rest/...`
@@ -14,6 +16,7 @@ in training, and only its arrays are read.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -21,6 +24,14 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINTS_FOLDER = "checkpoints"  # W/checkpoints/<step>/
+# The other files of a workdir, all named here (no other module spells one):
+CONFIG_FILE = "config.json"  # the run config as resolved at the start (JSON)
+METRICS_FILE = "metrics.jsonl"  # one JSON object per logged step, validation pass, warning or stop
+DATA_FILE = "data.json"  # the shard set trained on: its path, its shards' checksums, its calibration's digest
+TEACHERS_FILE = "teachers.json"  # the shard set's provenance (which teachers guided the run), for later reports
+IMPORT_FILE = "import.json"  # `jaxcodec import`: where the weights came from
+TENSORBOARD_FOLDER = "tensorboard"  # TensorBoard event files
+SAMPLES_FOLDER = "samples"  # validation reconstructions: samples/<step, 8 digits>/*.wav
 STATE_ITEM, DATA_ITEM, CONFIG_ITEM = "state", "data", "config"  # the items of one step folder
 CODEC_KEY = "codec"  # the state's subtree that is the codec: {"params": nnx.State, "rest": nnx.State}
 BEST_METRIC = "valid_mel"  # the validation score (lower is better) that makes a step the "best"
@@ -31,6 +42,41 @@ DIVERGED_SUFFIX = "-diverged"  # checkpoints saved after a divergence began go t
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be restored as asked (missing, or saved with other shapes)."""
+
+
+class MetricsFileError(ValueError):
+    """A line of metrics.jsonl other than the last is not a JSON object: the file was damaged or edited."""
+
+
+def metrics_lines(path: str | os.PathLike, log=None) -> list[tuple[str, dict]]:
+    """(line, parsed row) of each line of a metrics.jsonl (none when it does not exist). A last line cut short (a
+    run killed mid-write) is dropped, with a warning through `log` when given; an invalid line anywhere else raises
+    MetricsFileError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [(number, line) for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        except ValueError as err:
+            if number == lines[-1][0]:
+                if log is not None:
+                    log(f"warning: {path}: line {number} is incomplete (a run stopped while writing it); dropped")
+                continue
+            raise MetricsFileError(f"{path}: line {number} is not a JSON object ({err}); fix or delete that "
+                                   f"line") from None
+        rows.append((line, row))
+    return rows
+
+
+def read_metrics(workdir: str | os.PathLike, log=None) -> list[dict]:
+    """The rows of a training workdir's metrics.jsonl, in order (see `metrics_lines`)."""
+    return [row for _, row in metrics_lines(Path(workdir) / METRICS_FILE, log)]
 
 
 def checkpoints_folder(workdir: str | os.PathLike) -> Path:

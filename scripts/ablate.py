@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcodec.workdir import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "recon-only": ["loss.lambda_semantic=0", "loss.lambda_acoustic=0"],
@@ -63,7 +65,7 @@ def guidance_rows(rows: dict[str, dict[str, list[float]]], variant: str, workdir
     """Adds a run's guidance losses beside their floors (loss / floor at the end of training) to `rows`."""
     from jaxcodec.train import monitor
 
-    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = read_metrics(workdir)
     summary = monitor.guidance_summary(metrics)
     for name in monitor.GUIDANCE:
         ratio = summary[name]["last_ratio"]

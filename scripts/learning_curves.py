@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcodec.workdir import read_metrics
+
 CURVES = (("valid_mel", "validation mel loss ↓"), ("valid_pesq", "validation PESQ-wb ↑"),
           ("valid_stoi", "validation STOI ↑"))
 TEST_METRICS = ("pesq", "stoi", "mel_distance")
 
 
 def read_run(workdir: Path) -> dict:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(workdir)
     train = [r for r in rows if "elapsed" in r]
     valid = [r for r in rows if "valid_mel" in r]
     steps, elapsed = [r["step"] for r in train], [r["elapsed"] for r in train]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcodec.workdir import read_metrics
+
 # (key or ratio of two keys, title, log scale)
 PANELS = (
     ("latent_rms", "encoder latent RMS", True),
@@ -40,7 +42,7 @@ def value(row: dict, key) -> float | None:
 
 
 def read_run(workdir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(workdir)
     return [r for r in rows if "loss/total" in r]
 
 

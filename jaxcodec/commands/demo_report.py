@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from jaxcodec import atomic, audio
 from jaxcodec.eval.report import fmt_value, plot_spectrograms, pyplot, save_png
 from jaxcodec.train import monitor
+from jaxcodec.workdir import read_metrics
 
 METRIC_ROWS = (("pesq", "PESQ-wb ↑", "{:.3f}"), ("stoi", "STOI ↑", "{:.3f}"),
                ("mel_distance", "mel distance ↓", "{:.3f}"), ("si_sdr", "SI-SDR (dB) ↑", "{:.2f}"))
@@ -19,7 +19,7 @@ def plot_curves(workdir: Path, path: Path) -> Path:
     """Training losses (total, mel, semantic, acoustic, discriminator), validation mel and per-level codebook
     perplexity, from workdir/metrics.jsonl."""
     plt = pyplot()
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(workdir)
     train = [r for r in rows if "loss/total" in r]
     valid = [r for r in rows if "valid_mel" in r]
     steps = [r["step"] for r in train]
@@ -50,7 +50,7 @@ GUIDANCE = monitor.GUIDANCE
 
 
 def metric_rows(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return read_metrics(workdir)
 
 
 def guidance_summary(workdir: Path) -> dict:
@@ -96,7 +96,7 @@ VALID_ROWS = (("valid_mel", "mel loss ↓", "{:.3f}"), ("valid_stoi", "STOI ↑"
 
 
 def validation_rows(workdir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(workdir)
     return [r for r in rows if "valid_mel" in r]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from jaxcodec.commands.options import add_config_args
 
@@ -30,6 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jaxcodec import config as config_lib
+    from jaxcodec import stopping
+    from jaxcodec.data.shards import ShardError
     from jaxcodec.train import loop
+    from jaxcodec.train.errors import TrainingError
+    from jaxcodec.workdir import CheckpointError
 
-    return loop.main(args)
+    # Outside the try: a ConfigError reaches the CLI, which prints one line per out-of-range value.
+    config = config_lib.load(args.config, args.overrides)
+    try:
+        last = loop.train(config, args.data, args.workdir,
+                          time_budget=None if args.minutes is None else args.minutes * 60,
+                          allow_new_data=args.allow_new_data)
+        return stopping.STOPPED_EXIT_STATUS if last.get("stopped_by") else 0
+    except (TrainingError, ShardError, CheckpointError, ValueError) as err:
+        print(f"jaxcodec train: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2

@@ -327,8 +327,8 @@ def _training_teachers(checkpoint: Path) -> dict | None:
     """The teachers that guided the evaluated run (its workdir's teachers.json), or None when not recorded."""
     import json
 
-    from jaxcodec.data.shards import TEACHERS_FILE, describe_teachers
-    from jaxcodec.workdir import workdir_of
+    from jaxcodec.data.shards import describe_teachers
+    from jaxcodec.workdir import TEACHERS_FILE, workdir_of
 
     workdir = workdir_of(checkpoint)
     try:

@@ -10,9 +10,7 @@ from pathlib import Path
 from jaxcodec import atomic
 from jaxcodec import config as config_lib
 from jaxcodec.interop.layout import InteropError
-from jaxcodec.workdir import CHECKPOINTS_FOLDER
-
-CONFIG_FILE, PROVENANCE_FILE = "config.json", "import.json"  # beside the checkpoints: the config and the source
+from jaxcodec.workdir import CHECKPOINTS_FOLDER, CONFIG_FILE, IMPORT_FILE
 
 
 def write_workdir(codec, config, workdir: str | Path, provenance: dict) -> Path:
@@ -38,5 +36,5 @@ def write_workdir(codec, config, workdir: str | Path, provenance: dict) -> Path:
         checkpointer.save(0, state, config=config_lib.to_dict(config), force=True)
         checkpointer.wait()
     atomic.write_json(workdir / CONFIG_FILE, config_lib.to_dict(config))
-    atomic.write_json(workdir / PROVENANCE_FILE, provenance)
+    atomic.write_json(workdir / IMPORT_FILE, provenance)
     return workdir

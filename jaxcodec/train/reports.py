@@ -17,6 +17,7 @@ from jaxcodec.train import monitor as monitor_lib
 from jaxcodec.train.checkpoint import Checkpointer
 from jaxcodec.train.errors import TrainingError
 from jaxcodec.train.tensorboard import TensorBoard
+from jaxcodec.workdir import METRICS_FILE, TENSORBOARD_FOLDER, metrics_lines
 
 
 class Diverged(Exception):
@@ -31,27 +32,6 @@ def _to_python(tree) -> dict:
     return {k: (v.item() if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in tree.items()}
 
 
-def _metrics_rows(path: Path, log) -> list[tuple[str, dict]]:
-    """(line, parsed row) of each line of metrics.jsonl. A last line cut short (a run killed mid-write) is
-    dropped with a warning; an invalid line anywhere else means the file was damaged or edited: TrainingError."""
-    lines = [(number, line) for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if line.strip()]
-    rows = []
-    for number, line in lines:
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError(f"a JSON {type(row).__name__}, not an object")
-        except ValueError as err:
-            if number == lines[-1][0]:
-                log(f"warning: {path}: line {number} is incomplete (a run stopped while writing it); dropped")
-                continue
-            raise TrainingError(f"{path}: line {number} is not a JSON object ({err}); fix or delete that line "
-                                f"to resume") from None
-        rows.append((line, row))
-    return rows
-
-
 class Logs:
     """Where a run reports, written by process 0 only (every process computes the same global metrics):
     metrics.jsonl, appended and flushed line by line (a killed run loses at most the line being written), the
@@ -60,12 +40,12 @@ class Logs:
     def __init__(self, workdir: Path, start_step: int, log):
         self.lead = jax.process_index() == 0
         self.log = log if self.lead else (lambda *_: None)
-        self.board = TensorBoard(workdir / "tensorboard", start_step, enabled=self.lead)
+        self.board = TensorBoard(workdir / TENSORBOARD_FOLDER, start_step, enabled=self.lead)
         self.file = None
         if self.lead:
-            path = workdir / "metrics.jsonl"
+            path = workdir / METRICS_FILE
             if path.exists():  # drop lines of steps a resumed run will redo
-                kept = [line for line, row in _metrics_rows(path, self.log) if row.get("step", 0) < start_step]
+                kept = [line for line, row in metrics_lines(path, self.log) if row.get("step", 0) < start_step]
                 atomic.write_text(path, "".join(line + "\n" for line in kept))
             self.file = open(path, "a", encoding="utf-8")
 

@@ -21,7 +21,8 @@ import pytest
 
 from jaxcodec import config as config_lib
 from jaxcodec import quality
-from jaxcodec.train import loop, reports, sharding
+from jaxcodec import workdir as workdir_lib
+from jaxcodec.train import loop, reports, resume, sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train import step as step_lib
 from jaxcodec.train.checkpoint import Checkpointer
@@ -506,7 +507,7 @@ def multihost_run(tmp_path_factory, shard_dir, compile_cache) -> Path:
 
     def start(port: int) -> list[subprocess.Popen]:
         return [subprocess.Popen(train_command(config_path, shard_dir, root / "run"),
-                                 env=subprocess_env(compile_cache, devices=4, PYTHONUNBUFFERED=1,
+                                 env=subprocess_env(compile_cache, devices=4, PYTHONUNBUFFERED=1, PYTHONFAULTHANDLER=1,
                                                     JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                                                     JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -555,12 +556,12 @@ def test_two_processes_of_four_devices_train_like_one_process_of_eight(multihost
 def test_resume_refuses_a_shape_changing_config(tmp_path, straight_run):
     saved = json.loads((straight_run / "config.json").read_text())
     with pytest.raises(loop.TrainingError, match=r"another model.dimension \(model.dimension: 16 → 32\)"):
-        loop.check_resumable(saved, micro_config(model={"dimension": 32}))
+        resume.check_resumable(saved, micro_config(model={"dimension": 32}))
     # `train` compares the config as resolved against the shards (the acoustic τ filled in), as saved.
     resolved = micro_config(optim={"learning_rate": 5e-4},
                             loss={"acoustic_temperature": saved["loss"]["acoustic_temperature"]})
-    assert loop.check_resumable(saved, resolved) == ["optim.learning_rate"]
-    assert loop.check_resumable(saved, micro_config()) == ["loss.acoustic_temperature"]  # unresolved: it shows
+    assert resume.check_resumable(saved, resolved) == ["optim.learning_rate"]
+    assert resume.check_resumable(saved, micro_config()) == ["loss.acoustic_temperature"]  # unresolved: it shows
 
 
 def test_load_the_trained_codec_as_a_tokenizer(straight_run):
@@ -635,7 +636,7 @@ def test_resume_on_another_shard_set_is_refused_unless_allowed(tmp_path, shard_d
 
     other = write_synthetic_shards(tmp_path / "other", CONTENT_DIM, SPEAKER_DIM, utterances=16, seed=1)
     workdir = tmp_path / "run"
-    loop.check_data(workdir, ShardReader(shard_dir), resuming=False)  # what a first start records
+    resume.check_data(workdir, ShardReader(shard_dir), resuming=False)  # what a first start records
     with Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:
         checkpointer.save(1, {"x": np.zeros(1, np.float32)})  # any checkpoint: the refusal comes before restoring
     with pytest.raises(loop.TrainingError, match=rf"{workdir} was trained on the shards in {shard_dir.resolve()}; "
@@ -643,10 +644,10 @@ def test_resume_on_another_shard_set_is_refused_unless_allowed(tmp_path, shard_d
                                                  rf"recalibrated\): pass --allow-new-data"):
         loop.train(micro_config(), other, workdir, log=lambda *_: None)
     logged = []
-    loop.check_data(workdir, ShardReader(other), resuming=True, allow_new=True, log=logged.append)
+    resume.check_data(workdir, ShardReader(other), resuming=True, allow_new=True, log=logged.append)
     assert logged == [f"continuing on new data: {other.resolve()} (was {shard_dir.resolve()})"]
-    assert json.loads((workdir / loop.DATA_FILE).read_text())["path"] == str(other.resolve())
-    loop.check_data(workdir, ShardReader(other), resuming=True)  # now the recorded set: accepted
+    assert json.loads((workdir / workdir_lib.DATA_FILE).read_text())["path"] == str(other.resolve())
+    resume.check_data(workdir, ShardReader(other), resuming=True)  # now the recorded set: accepted
 
 
 def test_resume_drops_a_cut_last_metrics_line_and_names_a_bad_one(tmp_path):
@@ -661,5 +662,5 @@ def test_resume_drops_a_cut_last_metrics_line_and_names_a_bad_one(tmp_path):
     assert logged == [f"warning: {path}: line 3 is incomplete (a run stopped while writing it); dropped"]
     assert path.read_text() == "\n".join(good) + "\n"
     path.write_text(good[0] + "\n{oops\n" + good[1] + "\n")
-    with pytest.raises(loop.TrainingError, match=rf"{path}: line 2 is not a JSON object"):
+    with pytest.raises(workdir_lib.MetricsFileError, match=rf"{path}: line 2 is not a JSON object"):
         reports.Logs(tmp_path, 2, logged.append)

@@ -49,7 +49,6 @@ from jaxcodec.data.shards.format import (
 from jaxcodec.data.shards.index import load_index, merge_index, read_part, shard_count
 from jaxcodec.data.shards.locks import writing
 from jaxcodec.data.shards.provenance import (
-    TEACHERS_FILE,
     by_role,
     config_overrides,
     describe_teachers,
@@ -60,7 +59,7 @@ from jaxcodec.data.shards.verify import verify
 from jaxcodec.data.shards.writer import ShardWriter, remove_stale_temporaries
 
 __all__ = ["ARRAY_KEY", "CONTENT", "INDEX_NAME", "REJECTS_NAME", "SPEAKER", "SPEAKER_EMBEDDING", "SPEAKER_FRAMES",
-           "TEACHERS_FILE", "WRITER_OPTIONS", "Requirement", "ShardError", "ShardPlan", "ShardReader", "ShardWriter",
+           "WRITER_OPTIONS", "Requirement", "ShardError", "ShardPlan", "ShardReader", "ShardWriter",
            "assign", "by_role", "check_existing", "config_overrides", "decode_record", "speaker_calibration",
            "describe_teachers", "encode_record", "error_line", "load_index", "merge_index", "merge_when_complete",
            "plan", "read_part", "remove_stale_temporaries", "select", "sha256_file", "shard_count", "shard_name",

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from jaxcodec.data.shards.format import CONTENT, SPEAKER, normalise_index
 
-TEACHERS_FILE = "teachers.json"  # a training workdir's copy of its shard set's provenance (for later reports)
-
-
 # A phone posteriorgram (teachers/phones.py) is a per-frame distribution: it is matched frame by frame (cosine
 # over its 40 dimensions). SpeechTokenizer's default, the cosine over time per dimension, is trivially near 1 for
 # the phones a crop does not contain (their rows are constant), which is most of them: measured in the ablation
