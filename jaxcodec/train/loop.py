@@ -127,7 +127,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
         atomic.write_json(workdir / CONFIG_FILE, config_lib.to_dict(config))
         # Which teachers guided this run, for evaluation reports (the shards may be gone by then).
         atomic.write_json(workdir / TEACHERS_FILE, reader.provenance)
-    eval_fn = jax.jit(lambda s, b: validation.eval_step(graphs, config, s, b), in_shardings=(shardings, batch_sharding))
+    eval_fn = validation.EvalProgram(graphs, config, shardings, batch_sharding)
     logs = reports.Logs(workdir, start, log)
     reporter = reports.Reporter(config, logs, start, deadline)
     last: dict = {}
@@ -140,7 +140,7 @@ def _run(config: Config, reader: ShardReader, workdir: Path, mesh, checkpointer:
             batch = pipeline.global_batch(next(iterator), mesh)
             # Imported weights (jaxcodec import) arrive with their codebooks: k-means would overwrite them.
             if step == 0 and config.rvq.kmeans_init and not _codebooks_initialized(state):
-                state = step_lib.jit_init_codebooks(graphs, config, shardings, batch_sharding)(state, batch)
+                state = step_lib.run_init_codebooks(graphs, config, shardings, batch_sharding, state, batch)
             state, metrics = programs[step_lib.adversarial_at(config, step)](state, batch)
             if step == start:  # start-up: restore or initialisation, compilation (or the cache), the first step
                 jax.block_until_ready(metrics)

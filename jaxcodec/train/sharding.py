@@ -5,6 +5,7 @@ is split along its largest axis that the fsdp axis divides (ZeRO-3 style: XLA ga
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from collections.abc import Sequence
@@ -95,3 +96,22 @@ def state_shardings(abstract_state, mesh: Mesh, config: MeshConfig):
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+# How long processes wait for each other at a meeting point: compiling a program on a loaded CPU host takes minutes.
+MEETING_TIMEOUT_MS = 60 * 60 * 1000
+_meetings: collections.Counter = collections.Counter()
+
+
+def processes_meet(name: str) -> None:
+    """Several processes: wait until every one has reached this point (a coordination-service barrier, no device
+    collective); one process does nothing. Called after a program is built and before its first run: the processes
+    reach a new program's first collective as far apart as their build times (one may load it from the persistent
+    cache while another compiles it, minutes on a CPU), and XLA:CPU's gloo collectives give a late peer 30 s to
+    join before the run fails ("Gloo context initialization failed ... Connect timeout", measured)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    _meetings[name] += 1  # every process builds the same programs in the same order: the ids agree
+    distributed.global_state.client.wait_at_barrier(f"jaxcodec/{name}/{_meetings[name]}", MEETING_TIMEOUT_MS)

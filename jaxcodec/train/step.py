@@ -36,6 +36,7 @@ from jaxcodec import compile_cache, losses
 from jaxcodec import config as config_lib
 from jaxcodec.config import Config
 from jaxcodec.data.shards.format import CONTENT, SPEAKER_EMBEDDING, SPEAKER_FRAMES
+from jaxcodec.train import sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train.state import Graphs, ModelState, Optimizers, TrainState
 
@@ -290,6 +291,7 @@ class StepPrograms:
                                f"batch {batch_sharding.spec} {batch}"])
         self._state: concurrent.futures.Future = concurrent.futures.Future()  # (graphs, shardings, shapes)
         self._programs: dict[bool, concurrent.futures.Future] = {}
+        self._met: set[bool] = set()
 
     def provide(self, graphs: Graphs, state_shardings, state_shapes) -> None:
         """The state's graphs, shardings and shapes (jax.eval_shape): what a compile needs and a load does not."""
@@ -311,7 +313,11 @@ class StepPrograms:
 
     def __getitem__(self, adversarial: bool):
         self.prepare(adversarial)
-        return self._programs[adversarial].result()
+        program = self._programs[adversarial].result()
+        if adversarial not in self._met:  # its first run: every process has it (sharding.processes_meet)
+            sharding.processes_meet(f"train_step adversarial={adversarial}")
+            self._met.add(adversarial)
+        return program
 
     def _build(self, adversarial: bool):
         description = f"train_step adversarial={adversarial}\n{self._key}"
@@ -330,3 +336,18 @@ class StepPrograms:
 def jit_init_codebooks(graphs: Graphs, config: Config, state_shardings, batch_sharding):
     return jax.jit(lambda state, batch: init_codebooks(graphs, config, state, batch),
                    in_shardings=(state_shardings, batch_sharding), out_shardings=state_shardings, donate_argnums=0)
+
+
+def run_init_codebooks(graphs: Graphs, config: Config, state_shardings, batch_sharding, state: TrainState,
+                       batch: dict) -> TrainState:
+    """k-means codebooks from `batch`, compiled first, run once every process has it (sharding.processes_meet),
+    and finished before the caller dispatches anything else.
+
+    Why finished: XLA:CPU runs every device's part of a program on one shared pool of intra-op threads (as many as
+    devices), and a collective holds its thread until all devices arrive. With the first step dispatched behind
+    this program, the devices that finished k-means first blocked seven of the eight threads in the step's
+    all-reduce while the last device's k-means all-gather waited for a thread to finish on: a deadlock (an
+    8-fake-device test child, native stacks of every thread, 1 run in 24 under load)."""
+    program = jit_init_codebooks(graphs, config, state_shardings, batch_sharding).lower(state, batch).compile()
+    sharding.processes_meet("init_codebooks")
+    return jax.block_until_ready(program(state, batch))

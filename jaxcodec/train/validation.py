@@ -12,7 +12,7 @@ from jaxcodec import audio, losses, quality
 from jaxcodec.config import Config
 from jaxcodec.data import pipeline
 from jaxcodec.data.shards import ShardReader
-from jaxcodec.train import reports
+from jaxcodec.train import reports, sharding
 from jaxcodec.train import state as state_lib
 from jaxcodec.train.tensorboard import TensorBoard
 from jaxcodec.workdir import SAMPLES_FOLDER
@@ -27,6 +27,22 @@ def eval_step(graphs, config: Config, state: state_lib.TrainState, batch: dict) 
     recon = codec.decode(codec.encode(wav))[:, :wav.shape[1]]
     return {"mel": losses.mel_loss(wav, recon, config.loss, config.model.sample_rate, mask),
             "l1": losses.l1_time(wav, recon, mask), "recon": recon}
+
+
+class EvalProgram:
+    """`eval_step` jitted over the mesh, compiled at its first call and run once every process has it
+    (sharding.processes_meet)."""
+
+    def __init__(self, graphs, config: Config, state_shardings, batch_sharding):
+        self._jitted = jax.jit(lambda state, batch: eval_step(graphs, config, state, batch),
+                               in_shardings=(state_shardings, batch_sharding))
+        self._compiled = None
+
+    def __call__(self, state, batch: dict) -> dict:
+        if self._compiled is None:
+            self._compiled = self._jitted.lower(state, batch).compile()
+            sharding.processes_meet("eval_step")
+        return self._compiled(state, batch)
 
 
 def validate(eval_fn, state, reader: ShardReader, config: Config, mesh, step: int, workdir: Path,
