@@ -78,7 +78,8 @@ def test_every_numeric_field_has_a_range():
                 item = next(arg for arg in typing.get_args(item) if arg is not type(None))
             if item in (int, float):
                 numeric.add(f"{section.name}.{name}")
-    assert numeric == set(cfg.RANGES)
+    checked_strings = {"train.stop_signals"}  # signal names, checked against the system's
+    assert numeric == set(cfg.RANGES) - checked_strings
 
 
 # Issue 18 #2 and #3: values that used to crash a run after compiling (or pass silently), all in one error.
