@@ -302,6 +302,17 @@ def test_a_short_run_learns(straight_run):
     assert max(max(row["codebook/used_codes_q"]) for row in last_third) >= 4
 
 
+def micro_command(tmp_path: Path, shard_dir: Path, workdir: Path, **train) -> list[str]:
+    """The train command on the micro config with `train` settings changed."""
+    import yaml
+
+    config = json.loads(json.dumps(MICRO))
+    config["train"].update(train)
+    config_path = tmp_path / "micro.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return train_command(config_path, shard_dir, workdir)
+
+
 def finalized_steps(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
@@ -321,16 +332,10 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint_and_the_rerun_continue
     """A preemption notice: SIGTERM at a random step after step 5, with no checkpoint due before the end. The run
     finishes the step in flight, checkpoints it, says so in one line and exits with STOPPED_EXIT_STATUS; the same
     command resumes from that step onto the straight run's trajectory, bitwise."""
-    import yaml
-
     from jaxcodec import stopping
 
-    config = json.loads(json.dumps(MICRO))
-    config["train"]["checkpoint_every"] = 1000
-    config_path = tmp_path / "micro.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "run"
-    command = train_command(config_path, shard_dir, workdir)
+    command = micro_command(tmp_path, shard_dir, workdir, checkpoint_every=1000)
     signal_after = int(np.random.default_rng(25).integers(5, 9))  # a step in 5..8, fixed by the seed
     with open(tmp_path / "stopped.stdout", "wb") as stdout:
         proc = subprocess.Popen(command, env=subprocess_env(compile_cache, PYTHONUNBUFFERED=1), stdout=stdout,
@@ -364,14 +369,8 @@ def test_a_second_sigint_during_the_save_exits_at_once_and_keeps_the_previous_ch
     """Ctrl-C twice: the first asks for a checkpoint at the next step, the second (sent as soon as the run says it
     is saving) ends the process at once. The save in flight never becomes a finalized step; the same command
     resumes from the checkpoint before it."""
-    import yaml
-
-    config = json.loads(json.dumps(MICRO))
-    config["train"]["checkpoint_every"] = 4
-    config_path = tmp_path / "micro.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "run"
-    command = train_command(config_path, shard_dir, workdir)
+    command = micro_command(tmp_path, shard_dir, workdir, checkpoint_every=4)
     proc = subprocess.Popen(command, env=subprocess_env(compile_cache, PYTHONUNBUFFERED=1), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
